@@ -1,0 +1,26 @@
+# The two commands (both do all set-up on a fresh machine first):
+#   make demo   - the main job: an offline run on the embedded mnist-5k data
+#   make test   - the test suite
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m trainables --model resnet20 --data mnist-5k --epochs 3 --width 0.5 --lr 0.05 --test
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) bench/throughput.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

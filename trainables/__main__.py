@@ -1,0 +1,68 @@
+"""Train one model, offline, and print one line per epoch.
+
+    python -m trainables --model resnet20 --data mnist-5k --epochs 2 --seed 0 [--width 0.5] [--json]
+
+Every training option in trainables/config.py is a flag (`--weight-decay 5e-4`, `--schedule cosine`,
+`--hidden [256,128]`); values are read as YAML scalars and checked like a study spec's.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import yaml
+
+from .config import DEFAULTS, MODEL_DEFAULTS, resolve_config
+from .data import DATASETS, DatasetUnavailable, load_data
+from .train import Trainer
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m trainables", description=__doc__.splitlines()[0])
+    p.add_argument("--data", default="mnist-5k", help=f"one of: {', '.join(DATASETS)}")
+    p.add_argument("--data-root", default=None, help="folder with downloaded/cached datasets")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the train/val split")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N training samples")
+    p.add_argument("--test", action="store_true", help="report test metrics after the last epoch")
+    p.add_argument("--json", action="store_true", help="print JSON lines (with per-layer gradient flow)")
+    for key, default in {**MODEL_DEFAULTS, **DEFAULTS}.items():
+        p.add_argument("--" + key.replace("_", "-"), dest=key, default=default, type=yaml.safe_load,
+                       metavar="VALUE", help=f"default: {default}")
+    return p.parse_args(argv)
+
+
+def format_epoch(m: dict, epochs: int) -> str:
+    text = f"epoch {m['epoch']:>3}/{epochs}  train_loss {m['train_loss']:.4f}  train_acc {m['train_acc']:.4f}"
+    if "val_acc" in m:
+        text += f"  val_loss {m['val_loss']:.4f}  val_acc {m['val_acc']:.4f}"
+    text += f"  lr {m['lr']:.3g}  {m['epoch_seconds']:.1f}s  {m['samples_per_second']:.0f} samples/s"
+    if "gf_first_last_ratio" in m:
+        text += f"  grad first/last {m['gf_first_last_ratio']:.3g}"
+    if "test_acc" in m:
+        text += f"  test_loss {m['test_loss']:.4f}  test_acc {m['test_acc']:.4f}"
+    return text + ("" if m["status"] in ("running", "completed") else f"  [{m['status']}]")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    config = {k: getattr(args, k) for k in {**MODEL_DEFAULTS, **DEFAULTS}}
+    try:
+        config = resolve_config(config)
+        if args.data not in DATASETS:
+            raise ValueError(f"data: {args.data!r} is not allowed; choose one of: {', '.join(DATASETS)}")
+        data = load_data(args.data, args.data_root, split_seed=args.split_seed)
+    except (ValueError, DatasetUnavailable) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.limit:
+        data = data.subset(train=args.limit)
+    status = "completed"
+    for metrics in Trainer(config, data).run(test=args.test):
+        status = metrics["status"]
+        print(json.dumps(metrics) if args.json else format_epoch(metrics, config["epochs"]), flush=True)
+    return 0 if status == "completed" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

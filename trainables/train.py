@@ -1,0 +1,189 @@
+"""The training loop: one run of one model on one dataset, advanced an epoch at a time.
+
+    python -m trainables --model resnet20 --data mnist-5k --epochs 2 --seed 0
+
+`Trainer(config, data)` builds everything from a plain config dict (see trainables/config.py);
+`trainer.run()` yields one metrics dict per epoch. `state_dict()` / `load_state_dict()` capture
+model, optimiser, schedule and RNG, so a resumed run continues exactly where it stopped. Nothing
+here knows about Ray: study/trainable.py wraps it.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from .config import DEFAULTS, MODEL_DEFAULTS, check_option, resolve_config  # noqa: F401 (re-exported)
+from .data import Data, augment_batch
+from .gradflow import GradFlow, probe_steps, weights_in_forward_order
+from .models import build_model, init_weights
+
+EVAL_BATCH = 1024   # samples per evaluation step: large, since no activations are kept
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def make_optimizer(model, cfg: dict) -> torch.optim.Optimizer:
+    if cfg["optimizer"] == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"],
+                                 betas=(cfg["momentum"], 0.999))
+    return torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
+                           nesterov=cfg["nesterov"] and cfg["momentum"] > 0,
+                           weight_decay=cfg["weight_decay"])
+
+
+def lr_factor(cfg: dict, step: int, total_steps: int, steps_per_epoch: int) -> float:
+    """Multiplier of the peak lr at a given optimiser step (schedules are stepped per batch)."""
+    progress = step / max(1, total_steps)
+    if cfg["schedule"] == "multistep":   # lab: x gamma at 50% and 75% of the epochs
+        passed = sum(step >= round(m * cfg["epochs"]) * steps_per_epoch for m in cfg["milestones"])
+        return cfg["gamma"] ** passed
+    if cfg["schedule"] == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * progress))
+    if cfg["schedule"] == "onecycle":    # linear warm-up for 30% from lr/25, then cosine to ~0
+        warm = 0.3
+        if progress < warm:
+            return 1 / 25 + (1 - 1 / 25) * progress / warm
+        return 0.5 * (1 + math.cos(math.pi * (progress - warm) / (1 - warm)))
+    return 1.0
+
+
+class Trainer:
+    def __init__(self, config: dict, data: Data):
+        cfg = self.cfg = resolve_config(config)
+        self.device = pick_device(cfg["device"])
+        cuda = self.device.type == "cuda"
+        torch.manual_seed(cfg["seed"])
+        self.data = data.to(self.device)
+        self.model = build_model(cfg["model"], num_classes=data.num_classes,
+                                 in_channels=data.in_channels, width=cfg["width"],
+                                 batchnorm=cfg["batchnorm"], hidden=cfg["hidden"],
+                                 image_size=data.image_size)
+        init_weights(self.model)
+        self.channels_last = cuda and self.model.family != "mlp"   # faster convs on tensor cores
+        self.model.to(self.device, memory_format=torch.channels_last if self.channels_last
+                      else torch.contiguous_format)
+        self.amp = cfg["precision"] == "bf16" or (cfg["precision"] == "auto" and cuda)
+        if cuda:
+            torch.backends.cudnn.benchmark = True   # autotune conv kernels for fixed shapes
+        self.forward = torch.compile(self.model) if cfg["compile"] else self.model
+        self.optimizer = make_optimizer(self.model, cfg)
+        n = len(self.data.train.y)
+        self.steps_per_epoch = math.ceil(n / cfg["batch_size"])
+        total = self.steps_per_epoch * cfg["epochs"]
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(cfg, s, total, self.steps_per_epoch))
+        self.generator = torch.Generator(self.device).manual_seed(cfg["seed"])  # shuffle + augment
+        self.gradflow = (GradFlow(weights_in_forward_order(self.model, self._prep(self.data.train.x[:1])))
+                         if cfg["grad_flow"] else None)
+        self.probes = probe_steps(self.steps_per_epoch, cfg["grad_flow_batches"])
+        self.epoch = 0   # epochs completed
+
+    def _prep(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def _loss(self, x, y, smoothing: float = 0.0):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            out = self.forward(self._prep(x))
+        return F.cross_entropy(out.float(), y, label_smoothing=smoothing), out
+
+    def train_epoch(self) -> dict:
+        """One pass over the training split; returns loss, accuracy, lr and timing."""
+        cfg, train = self.cfg, self.data.train
+        self.model.train()
+        lr = self.optimizer.param_groups[0]["lr"]
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        order = torch.randperm(len(train.y), generator=self.generator, device=self.device)
+        self._sync()
+        start = time.perf_counter()
+        for step in range(self.steps_per_epoch):
+            idx = order[step * cfg["batch_size"]:(step + 1) * cfg["batch_size"]]
+            x, y = train.x[idx], train.y[idx]
+            if self.data.augment:
+                x = augment_batch(x, self.generator)
+            loss, out = self._loss(x, y, cfg["label_smoothing"])
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            probe = self.gradflow is not None and step in self.probes
+            if probe:
+                self.gradflow.before_step()
+            self.optimizer.step()
+            if probe:
+                self.gradflow.after_step()
+            self.scheduler.step()
+            loss_sum += loss.detach() * len(y)
+            correct += (out.argmax(1) == y).sum()
+        self._sync()
+        seconds = time.perf_counter() - start
+        n = len(train.y)
+        return {"train_loss": loss_sum.item() / n, "train_acc": correct.item() / n, "lr": lr,
+                "train_seconds": seconds, "samples_per_second": n / seconds}
+
+    @torch.no_grad()
+    def evaluate(self, split: str) -> dict:
+        """Loss and accuracy on 'train', 'val' or 'test', in eval mode."""
+        data = getattr(self.data, split)
+        self.model.eval()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        for i in range(0, len(data.y), EVAL_BATCH):
+            x, y = data.x[i:i + EVAL_BATCH], data.y[i:i + EVAL_BATCH]
+            loss, out = self._loss(x, y)
+            loss_sum += loss * len(y)
+            correct += (out.argmax(1) == y).sum()
+        n = len(data.y)
+        return {f"{split}_loss": loss_sum.item() / n, f"{split}_acc": correct.item() / n}
+
+    def run(self, test: bool = False) -> Iterator[dict]:
+        """Train the remaining epochs, yielding each epoch's metrics. Stops early with status
+        'diverged' when the training loss is not finite; the last epoch has status 'completed'
+        (and test metrics when `test`)."""
+        while self.epoch < self.cfg["epochs"]:
+            start = time.perf_counter()
+            metrics = self.train_epoch()
+            self.epoch += 1
+            diverged = not math.isfinite(metrics["train_loss"])
+            if not diverged:
+                metrics.update(self.evaluate("val"))
+            if self.gradflow is not None:
+                metrics["grad_flow"], summary = self.gradflow.epoch_summary()
+                metrics.update(summary)
+            done = diverged or self.epoch == self.cfg["epochs"]
+            if done and test and not diverged:
+                metrics.update(self.evaluate("test"))
+            metrics["status"] = "diverged" if diverged else "completed" if done else "running"
+            metrics["epoch_seconds"] = time.perf_counter() - start
+            yield {"epoch": self.epoch, **metrics}
+            if diverged:
+                return
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly: loadable with torch.load(weights_only=True)."""
+        return {"epoch": self.epoch, "config": self.cfg, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.epoch = state["epoch"]
+
+
+def train(config: dict, data: Data, test: bool = False) -> Iterator[dict]:
+    """Convenience: build a Trainer and yield its epochs."""
+    yield from Trainer(config, data).run(test=test)
