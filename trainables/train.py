@@ -43,7 +43,7 @@ def lr_factor(cfg: dict, step: int, total_steps: int, steps_per_epoch: int) -> f
     """Multiplier of the peak lr at a given optimiser step (schedules are stepped per batch)."""
     progress = step / max(1, total_steps)
     if cfg["schedule"] == "multistep":   # lab: x gamma at 50% and 75% of the epochs
-        passed = sum(step >= round(m * cfg["epochs"]) * steps_per_epoch for m in cfg["milestones"])
+        passed = sum(step >= int(m * cfg["epochs"]) * steps_per_epoch for m in cfg["milestones"])
         return cfg["gamma"] ** passed
     if cfg["schedule"] == "cosine":
         return 0.5 * (1 + math.cos(math.pi * progress))
