@@ -11,7 +11,7 @@ from functools import partial
 
 import torch.nn as nn
 
-from .mlp import MLP
+from .mlp import DEFAULT_HIDDEN, MLP
 from .resnet import CIFAR_RESNETS, IMAGENET_STYLE_RESNETS, CifarResNet, ResNet
 from .vgg import VGG_TABLE, VGG
 
@@ -36,6 +36,12 @@ def model_family(name: str) -> str:
     return _lookup(name)[1]
 
 
+def model_depth(name: str, hidden: list[int] | None = None) -> int:
+    """Nominal depth: the number in the name, or for the MLP its hidden layers + 1."""
+    depth = _lookup(name)[2]
+    return len(hidden or DEFAULT_HIDDEN) + 1 if depth is None else depth
+
+
 def _lookup(name: str):
     if name not in _BUILDERS:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(_BUILDERS)}")
@@ -48,7 +54,7 @@ def build_model(name: str, num_classes: int = 10, in_channels: int = 3, width: f
     """Build a registered model. `width` scales every channel (or hidden) count; `batchnorm=False`
     removes every BatchNorm. `image_size` (default 28 for 1 channel, 32 for 3) only matters for the
     MLP: conv nets zero-pad smaller inputs to 32x32. `hidden` is the MLP's hidden-layer list."""
-    builder, family, depth = _lookup(name)
+    builder, family, _ = _lookup(name)
     if not width > 0:
         raise ValueError(f"width: {width!r} is not allowed; expected a number > 0")
     if hidden is not None and name != "mlp":
@@ -57,11 +63,10 @@ def build_model(name: str, num_classes: int = 10, in_channels: int = 3, width: f
         size = image_size or (28 if in_channels == 1 else 32)
         model = MLP(in_features=in_channels * size * size, num_classes=num_classes,
                     hidden=hidden, width=width)
-        depth = len(model.hidden) + 1
     else:
         model = builder(num_classes=num_classes, in_channels=in_channels, width=width,
                         batchnorm=batchnorm)
-    model.name, model.family, model.depth = name, family, depth
+    model.name, model.family, model.depth = name, family, model_depth(name, hidden)
     return model
 
 

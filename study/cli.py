@@ -1,0 +1,110 @@
+"""The archstudy command (also `python -m study`).
+
+    archstudy run SPEC [--name NAME] [--storage PATH] [--wandb-mode offline|online|disabled] [--address auto]
+    archstudy resume DIR
+    archstudy validate SPEC
+    archstudy schema
+    archstudy models
+
+Spec errors print one line (key path, bad value, what is allowed) and exit with code 2, before Ray
+starts and before anything is written.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .spec import SpecError, json_schema, load_spec
+
+
+def cmd_validate(args) -> int:
+    spec = load_spec(args.spec)
+    print(f"{args.spec}: ok: study {spec.name!r}, {len(spec.arms)} arms "
+          f"({', '.join(spec.arm_names)}), {spec.search.trials_per_arm} trials per arm, "
+          f"{len(spec.seeds)} seeds, {spec.epochs} epochs, data {spec.data}")
+    return 0
+
+
+def cmd_schema(args) -> int:
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
+def cmd_models(args) -> int:
+    from trainables.models import list_models, model_depth, model_family
+    for name in list_models():
+        print(f"{name:<10} {model_family(name):<9} depth {model_depth(name)}")
+    return 0
+
+
+def finish(study) -> int:
+    from . import tables
+    import pandas as pd
+    trials = pd.read_parquet(study.out / "trials.parquet")
+    table = tables.summary(trials, study.spec.metric)
+    print(f"\n{study.spec.metric} over seeds (confirmation phase):")
+    for row in table.itertuples():
+        print(f"  {row.arm:<18} {row.mean:.4f} +/- {0 if pd.isna(row.std) else row.std:.4f}  (n={row.seeds})")
+    counts = trials.groupby(["phase", "status"]).size().to_dict()
+    print("trials: " + ", ".join(f"{p}/{s} {n}" for (p, s), n in counts.items()))
+    print(f"results: {study.out}")
+    if study.spec.wandb.resolved_mode() == "offline":
+        print(f"W&B offline runs: wandb sync {study.out}/wandb/offline-run-*")
+    return 0
+
+
+def cmd_run(args) -> int:
+    spec = load_spec(args.spec).with_overrides(name=args.name, storage=args.storage,
+                                               wandb_mode=args.wandb_mode)
+    from . import runner
+    study = runner.prepare(spec)
+    runner.start_ray(args.address)
+    study.run()
+    return finish(study)
+
+
+def cmd_resume(args) -> int:
+    from . import runner
+    study = runner.reopen(args.dir)
+    runner.start_ray(args.address)
+    study.run()
+    return finish(study)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="archstudy", description="Architecture studies on Ray Tune.")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a study from a spec")
+    run.add_argument("spec")
+    run.add_argument("--name", help="override the spec's name (output folder, W&B group)")
+    run.add_argument("--storage", help="override the spec's storage (a path, s3:// or gs://)")
+    run.add_argument("--wandb-mode", choices=["offline", "online", "disabled"])
+    run.add_argument("--address", help="Ray cluster address (auto, ray://HOST:10001); default: a local instance")
+    run.set_defaults(fn=cmd_run)
+    resume = sub.add_parser("resume", help="finish an interrupted study")
+    resume.add_argument("dir")
+    resume.add_argument("--address")
+    resume.set_defaults(fn=cmd_resume)
+    validate = sub.add_parser("validate", help="check a spec without running it")
+    validate.add_argument("spec")
+    validate.set_defaults(fn=cmd_validate)
+    sub.add_parser("schema", help="print the spec's JSON Schema").set_defaults(fn=cmd_schema)
+    sub.add_parser("models", help="list the registered models").set_defaults(fn=cmd_models)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except SpecError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (FileExistsError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

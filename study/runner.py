@@ -1,0 +1,184 @@
+"""Runs a study: the search phase (per-arm Optuna + ASHA) and the confirmation phase (each arm's
+best configuration over every seed), both on Ray Tune, then writes the result tables.
+
+    archstudy run study/specs/quick.yaml        # or: python -m study run ...
+    archstudy resume ~/archstudy-results/quick
+
+Output folder `<storage>/<name>/`: spec.yaml (resolved), study.json (phase progress), search/ and
+confirm/ (Ray experiment folders), optuna.db, wandb/, trials.parquet, epochs.parquet,
+gradflow.parquet.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import ray
+from ray import tune
+from ray.tune.schedulers import FIFOScheduler
+from ray.tune.search import ConcurrencyLimiter
+
+from trainables.data import load_data
+from trainables.models import list_models  # noqa: F401 (fails early if torch is broken)
+
+from . import tables
+from .progress import ProgressCallback
+from .search import ArmSearch, FixedConfigs, PerArmASHA, study_name
+from .spec import StudySpec, dump_spec, load_spec, spec_hash
+from .trainable import run_trial
+
+PHASES = ("search", "confirm")
+os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")   # diverged epochs carry no val metric
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, text=True,
+                              capture_output=True, timeout=10).stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def start_ray(address: str | None) -> None:
+    """Connect to a cluster (`auto`, `ray://...`), or start a private local instance on 127.0.0.1."""
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+    else:
+        ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, logging_level="WARNING",
+                 log_to_driver=False, configure_logging=True)
+
+
+def trial_dirname(trial) -> str:
+    return f"{trial.config['arm']}_{trial.trial_id}"
+
+
+class Study:
+    def __init__(self, spec: StudySpec, out: Path):
+        self.spec, self.out = spec, out
+        self.state_path = out / "study.json"
+
+    # ---- state ----
+    def state(self) -> dict:
+        return json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
+
+    def mark(self, **changes) -> None:
+        write_atomic(self.state_path, json.dumps({**self.state(), **changes}, indent=1))
+
+    def wandb_settings(self) -> dict:
+        w = self.spec.wandb
+        return {"project": w.project, "entity": w.entity, "group": self.spec.name,
+                "mode": w.resolved_mode(), "dir": str(self.out), "spec_hash": spec_hash(self.spec),
+                "git_commit": git_commit()}
+
+    # ---- configs ----
+    def arm_configs(self) -> dict[str, dict]:
+        s = self.spec
+        return {arm.name: {"model": arm.model, "width": arm.width, "batchnorm": arm.batchnorm,
+                           "hidden": arm.hidden, **s.search.fixed, "epochs": s.epochs,
+                           "seed": s.seeds[0], "grad_flow": s.gradient_flow, "phase": "search"}
+                for arm in s.arms}
+
+    def trainable(self, data):
+        res = {"cpu": self.spec.resources.cpu, "gpu": self.spec.resources.gpu}
+        fn = tune.with_parameters(run_trial, data=data, wandb_settings=self.wandb_settings())
+        return tune.with_resources(fn, res)
+
+    def run_config(self, phase: str) -> tune.RunConfig:
+        return tune.RunConfig(
+            name=phase, storage_path=str(self.out), verbose=0,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            failure_config=tune.FailureConfig(max_failures=self.spec.failure.max_retries),
+            callbacks=[ProgressCallback(phase, self.spec)])
+
+    def search_tuner(self, data) -> tune.Tuner:
+        s = self.spec
+        space = {k: (d.kind, d.args) for k, d in s.search.space.items()}
+        searcher = ArmSearch(f"sqlite:///{self.out / 'optuna.db'}", s.name, self.arm_configs(),
+                             space, s.search.trials_per_arm, s.search.algorithm, s.search.seed,
+                             s.metric, s.mode)
+        scheduler = (PerArmASHA(s.epochs, s.scheduler.grace_period, s.scheduler.reduction_factor,
+                                s.metric, s.mode) if s.scheduler.name == "asha" else FIFOScheduler())
+        return tune.Tuner(self.trainable(data), run_config=self.run_config("search"),
+                          tune_config=tune.TuneConfig(
+                              search_alg=ConcurrencyLimiter(searcher, s.search.max_concurrent),
+                              scheduler=scheduler, num_samples=len(s.arms) * s.search.trials_per_arm,
+                              reuse_actors=True, trial_dirname_creator=trial_dirname))
+
+    def confirm_tuner(self, data) -> tune.Tuner:
+        configs = [{**config, "seed": seed, "phase": "confirm"}
+                   for config in self.best_configs().values() for seed in self.spec.seeds]
+        if not configs:
+            raise RuntimeError("no arm has a completed search trial to confirm; see trials.parquet")
+        return tune.Tuner(self.trainable(data), run_config=self.run_config("confirm"),
+                          tune_config=tune.TuneConfig(
+                              search_alg=FixedConfigs(configs),
+                              num_samples=len(configs), reuse_actors=True,
+                              trial_dirname_creator=trial_dirname))
+
+    def best_configs(self) -> dict[str, dict]:
+        """Each arm's best completed search trial (from Optuna), as a full trial config."""
+        import optuna
+        best = {}
+        for arm, config in self.arm_configs().items():
+            study = optuna.load_study(study_name=study_name(self.spec.name, arm),
+                                      storage=f"sqlite:///{self.out / 'optuna.db'}")
+            completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+            if completed:
+                best[arm] = {**config, **study.best_trial.params, "arm": arm}
+            else:
+                print(f"warning: arm {arm!r} has no completed search trial; it is not confirmed",
+                      file=sys.stderr)
+        return best
+
+    # ---- phases ----
+    def run_phase(self, phase: str, data) -> None:
+        path = self.out / phase
+        if tune.Tuner.can_restore(str(path)):
+            tuner = tune.Tuner.restore(str(path), trainable=self.trainable(data),
+                                       resume_unfinished=True, resume_errored=True)
+        else:
+            tuner = self.search_tuner(data) if phase == "search" else self.confirm_tuner(data)
+        tuner.fit()
+        tables.write_tables(self.out, self.spec)
+        self.mark(phase=PHASES[PHASES.index(phase) + 1] if phase != PHASES[-1] else "done")
+
+    def run(self) -> None:
+        data = load_data(self.spec.data, self.spec.data_root)
+        if self.spec.subset:
+            data = data.subset(**self.spec.subset.model_dump())
+        while (phase := self.state().get("phase", "search")) != "done":
+            self.run_phase(phase, data)
+
+
+def prepare(spec: StudySpec) -> Study:
+    """Create the output folder for a new study (refusing to overwrite another one)."""
+    out = spec.out_dir()
+    if not isinstance(out, Path):
+        raise NotImplementedError("cloud storage is handled in the cluster path")
+    if (out / "spec.yaml").exists():
+        raise FileExistsError(f"{out} already holds a study; use `archstudy resume {out}` or pick "
+                              "another --name")
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "spec.yaml", dump_spec(spec))
+    study = Study(spec, out)
+    study.mark(phase="search", spec_hash=spec_hash(spec))
+    return study
+
+
+def reopen(folder: str | os.PathLike) -> Study:
+    out = Path(folder).expanduser().resolve()
+    if not (out / "spec.yaml").is_file() or not (out / "study.json").is_file():
+        raise FileNotFoundError(f"{out} is not a study folder (no spec.yaml / study.json)")
+    return Study(load_spec(out / "spec.yaml"), out)

@@ -1,0 +1,190 @@
+"""Per-arm search for the search phase: one Optuna study per arm and one ASHA per arm.
+
+Every arm gets the same trial budget and its own Optuna study in `<out>/optuna.db` (named
+`<study>/<arm>`, so optuna-dashboard and optuna.visualization open it). ASHA compares a trial only
+with trials of its own arm. Unlike Ray's OptunaSearch, a trial that ASHA stops is told to Optuna as
+PRUNED with its per-epoch intermediate values, not as COMPLETE with a truncated score; a diverged or
+crashed trial is told as FAIL. Both classes are plain Ray Tune plug-ins, used by study/runner.py.
+"""
+from __future__ import annotations
+
+import pickle
+
+import optuna
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import Searcher
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def optuna_distribution(kind: str, args: list):
+    """A spec distribution ({loguniform: [lo, hi]}, ...) as an Optuna distribution."""
+    if kind == "loguniform":
+        return FloatDistribution(float(args[0]), float(args[1]), log=True)
+    if kind == "uniform":
+        return FloatDistribution(float(args[0]), float(args[1]))
+    if kind == "int":
+        return IntDistribution(int(args[0]), int(args[1]))
+    return CategoricalDistribution(list(args))
+
+
+def study_name(study: str, arm: str) -> str:
+    return f"{study}/{arm}"
+
+
+class ArmSearch(Searcher):
+    """Suggests configs for every arm in turn (the arm with the fewest trials goes next) until each
+    has `trials_per_arm`. `arms` maps arm name -> the arm's fixed config (model options, fixed
+    training options, epochs, seed)."""
+
+    def __init__(self, storage_url: str, study: str, arms: dict[str, dict], space: dict,
+                 trials_per_arm: int, algorithm: str, seed: int, metric: str, mode: str):
+        super().__init__(metric=metric, mode=mode)
+        self.storage_url, self.study, self.arms = storage_url, study, arms
+        self.space = {key: optuna_distribution(*dist) for key, dist in space.items()}
+        self.trials_per_arm, self.algorithm, self.seed = trials_per_arm, algorithm, seed
+        self.assigned: dict[str, tuple[str, int]] = {}   # ray trial id -> (arm, optuna trial id)
+        self.told: set[str] = set()                        # ray trial ids already finished in Optuna
+        self._studies: dict[str, optuna.Study] = {}
+
+    def optuna_study(self, arm: str) -> optuna.Study:
+        if arm not in self._studies:
+            arm_seed = self.seed + list(self.arms).index(arm)   # seeded, but not identical across arms
+            sampler = (optuna.samplers.TPESampler(seed=arm_seed) if self.algorithm == "optuna"
+                       else optuna.samplers.RandomSampler(seed=arm_seed))
+            self._studies[arm] = optuna.create_study(
+                study_name=study_name(self.study, arm), storage=self.storage_url, sampler=sampler,
+                direction="maximize" if self.mode == "max" else "minimize", load_if_exists=True)
+        return self._studies[arm]
+
+    def suggest(self, trial_id: str):
+        counts = {arm: 0 for arm in self.arms}
+        for arm, _ in self.assigned.values():
+            counts[arm] += 1
+        open_arms = [arm for arm in self.arms if counts[arm] < self.trials_per_arm]
+        if not open_arms:
+            return Searcher.FINISHED
+        arm = min(open_arms, key=lambda a: counts[a])
+        trial = self.optuna_study(arm).ask(self.space)
+        self.assigned[trial_id] = (arm, trial._trial_id)
+        return {**self.arms[arm], **trial.params, "arm": arm, "optuna_trial": trial.number}
+
+    def _trial(self, trial_id: str) -> tuple[optuna.Study, optuna.Trial]:
+        arm, optuna_id = self.assigned[trial_id]
+        study = self.optuna_study(arm)
+        return study, optuna.Trial(study, optuna_id)
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self.assigned and self.metric in result:
+            study, trial = self._trial(trial_id)
+            step = int(result["epoch"])
+            if step not in study._storage.get_trial(trial._trial_id).intermediate_values:
+                trial.report(float(result[self.metric]), step=step)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        if trial_id not in self.assigned:
+            return
+        study, trial = self._trial(trial_id)
+        if trial_id in self.told or study._storage.get_trial(trial._trial_id).state.is_finished():
+            self.told.add(trial_id)   # already told before a driver restart
+            return
+        if result and self.metric in result:   # Tune sends a trial's last result only here
+            self.on_trial_result(trial_id, result)
+        status = (result or {}).get("status")
+        if error or status is None or status == "diverged" or self.metric not in result:
+            study.tell(trial, state=TrialState.FAIL)
+        elif status == "completed":        # ran its full budget
+            study.tell(trial, float(result[self.metric]))
+        else:                              # stopped early by ASHA
+            study.tell(trial, state=TrialState.PRUNED)
+        self.told.add(trial_id)
+
+    # Tune saves the searcher with the experiment, so `archstudy resume` continues the search.
+    def get_state(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_studies"}
+
+    def set_state(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._studies = {}
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.get_state(), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.set_state(pickle.load(f))
+
+
+class PerArmASHA(FIFOScheduler):
+    """One ASHAScheduler per arm (keyed by the trial config's "arm"), so a trial only competes with
+    trials of the same architecture."""
+
+    def __init__(self, max_t: int, grace_period: int, reduction_factor: float, metric: str, mode: str):
+        super().__init__()
+        self._options = dict(time_attr="training_iteration", max_t=max_t, grace_period=grace_period,
+                             reduction_factor=reduction_factor, metric=metric, mode=mode)
+        self._metric, self._mode = metric, mode
+        self.by_arm: dict[str, ASHAScheduler] = {}
+
+    def _asha(self, trial) -> ASHAScheduler:
+        arm = trial.config["arm"]
+        if arm not in self.by_arm:
+            self.by_arm[arm] = ASHAScheduler(**self._options)
+        return self.by_arm[arm]
+
+    def set_search_properties(self, metric, mode, **spec) -> bool:
+        return True   # metric and mode come from the spec
+
+    def on_trial_add(self, tune_controller, trial):
+        self._asha(trial).on_trial_add(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller, trial, result):
+        return self._asha(trial).on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller, trial, result):
+        self._asha(trial).on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller, trial):
+        self._asha(trial).on_trial_remove(tune_controller, trial)
+
+    def on_trial_error(self, tune_controller, trial):
+        self._asha(trial).on_trial_error(tune_controller, trial)
+
+    def debug_string(self) -> str:
+        return "\n".join(f"{arm}: {asha.debug_string()}" for arm, asha in self.by_arm.items())
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+
+
+class FixedConfigs(Searcher):
+    """Hands out a fixed list of configs, once each (the confirmation phase: best config x seeds)."""
+
+    def __init__(self, configs: list[dict]):
+        super().__init__()
+        self.configs, self.issued = configs, 0
+
+    def suggest(self, trial_id: str):
+        if self.issued >= len(self.configs):
+            return Searcher.FINISHED
+        self.issued += 1
+        return self.configs[self.issued - 1]
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        pass
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))

@@ -1,0 +1,113 @@
+"""The study's result tables, the contract with the analysis package:
+
+- trials.parquet: one row per trial (arm, family, depth, phase, seed, config, status among
+  completed / pruned / diverged / error, best and final metrics, epochs run, wall / CPU / GPU
+  seconds, node)
+- epochs.parquet: one row per trial and epoch, every metric and gradient-flow summary
+- gradflow.parquet: one row per trial, epoch and layer, the per-layer gradient-flow statistics
+
+Built from the Ray experiment folders (each trial's result.json, which Tune writes on the driver for
+every reported epoch); an epoch reported twice (a trial restarted from its checkpoint) is kept once.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from trainables.config import DEFAULTS, MODEL_DEFAULTS
+from trainables.models import model_depth, model_family
+
+FINAL_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
+GRADFLOW_KEY = "grad_flow"
+DROPPED_RAY_KEYS = ("config", "trial_id", "date", "hostname", "pid", "checkpoint_dir_name",
+                    "should_checkpoint", "done")
+
+
+def read_results(trial_dir: Path) -> list[dict]:
+    path = trial_dir / "result.json"
+    if not path.exists():
+        return []
+    rows = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            rows[row["epoch"]] = row   # the last report of an epoch wins
+    return [rows[e] for e in sorted(rows)]
+
+
+def trial_status(results: list[dict], error: bool) -> str:
+    if error:
+        return "error"
+    if not results:
+        return "error"
+    last = results[-1]["status"]
+    return {"completed": "completed", "diverged": "diverged"}.get(last, "pruned")
+
+
+def collect_phase(out: Path, phase: str, spec) -> tuple[list[dict], list[dict], list[dict]]:
+    trials, epochs, layers = [], [], []
+    phase_dir = out / phase
+    if not phase_dir.is_dir():
+        return trials, epochs, layers
+    better = max if spec.mode == "max" else min
+    for trial_dir in sorted(p for p in phase_dir.iterdir() if (p / "params.json").exists()):
+        config = json.loads((trial_dir / "params.json").read_text())
+        results = read_results(trial_dir)
+        trial_id = results[-1]["trial_id"] if results else trial_dir.name.rsplit("_", 1)[1]
+        error = (trial_dir / "error.txt").exists() or (trial_dir / "error.pkl").exists()
+        base = {"study": spec.name, "phase": phase, "trial_id": trial_id, "arm": config["arm"],
+                "model": config["model"], "family": model_family(config["model"]),
+                "depth": model_depth(config["model"], config.get("hidden")), "seed": config["seed"]}
+        scores = [r[spec.metric] for r in results if spec.metric in r]
+        last = results[-1] if results else {}
+        wall = last.get("time_total_s", 0.0)
+        trials.append({
+            **base, "optuna_trial": config.get("optuna_trial"),
+            "config": json.dumps({k: v for k, v in config.items() if k in DEFAULTS or k in MODEL_DEFAULTS},
+                                 sort_keys=True),
+            **{f"param_{k}": config[k] for k in spec.search.space},
+            "status": trial_status(results, error), "epochs_run": len(results),
+            f"best_{spec.metric}": better(scores) if scores else float("nan"),
+            **{f"final_{m}": last.get(m, float("nan")) for m in FINAL_METRICS},
+            "wall_seconds": wall, "cpu_seconds": wall * spec.resources.cpu,
+            "gpu_seconds": wall * spec.resources.gpu, "node_id": last.get("node_id"),
+            "path": str(trial_dir.relative_to(out)),
+        })
+        for r in results:
+            scalars = {k: v for k, v in r.items() if k != GRADFLOW_KEY and not isinstance(v, (dict, list))}
+            epochs.append({**base, **{k: scalars.get(k) for k in scalars
+                                      if k not in DROPPED_RAY_KEYS}})
+            for row in r.get(GRADFLOW_KEY) or []:
+                layers.append({**base, "epoch": r["epoch"], **row})
+    return trials, epochs, layers
+
+
+def write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def write_tables(out: Path, spec) -> dict[str, pd.DataFrame]:
+    trials, epochs, layers = [], [], []
+    for phase in ("search", "confirm"):
+        t, e, g = collect_phase(out, phase, spec)
+        trials += t
+        epochs += e
+        layers += g
+    frames = {"trials": pd.DataFrame(trials), "epochs": pd.DataFrame(epochs),
+              "gradflow": pd.DataFrame(layers)}
+    for name, frame in frames.items():
+        write_parquet(frame, out / f"{name}.parquet")
+    return frames
+
+
+def summary(trials: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Confirmation phase: arm, mean and std of the final metric over seeds, and the seed count."""
+    confirm = trials[(trials.phase == "confirm") & (trials.status == "completed")]
+    col = f"final_{metric}"
+    return (confirm.groupby("arm", sort=False)[col].agg(["mean", "std", "count"])
+            .rename(columns={"count": "seeds"}).reset_index())

@@ -1,0 +1,47 @@
+"""Weights & Biases logging from inside a trial (one W&B run per Tune trial).
+
+The run is opened in the trial's own process with `wandb.init` (offline by default: no key, no
+network), resumed under the same id when Ray restarts the trial, and finished before the trial
+returns, so its history file is complete on disk when Tune marks the trial done. The API key is
+never written anywhere: wandb reads it from the environment or its own netrc, and the config we log
+holds only the trial's settings.
+"""
+from __future__ import annotations
+
+import os
+
+TRAINING_KEYS_DROPPED_FROM_METRICS = ("grad_flow", "status")
+
+
+def open_run(settings: dict, config: dict, trial_id: str, tags: list[str]):
+    """`settings` comes from the runner: project, entity, group, mode, dir, spec_hash, git_commit."""
+    if settings["mode"] == "disabled":
+        return None
+    import wandb
+
+    os.makedirs(settings["dir"], exist_ok=True)
+    return wandb.init(
+        project=settings["project"], entity=settings.get("entity"), group=settings["group"],
+        job_type=config["phase"], tags=tags, name=f"{config['arm']}-{trial_id}",
+        id=f"{settings['group']}-{trial_id}", resume="allow", dir=settings["dir"],
+        mode=settings["mode"],
+        config={**config, "spec_hash": settings["spec_hash"], "git_commit": settings["git_commit"]},
+        settings=wandb.Settings(console="off", x_disable_stats=True, silent=True),
+        reinit="create_new",
+    )
+
+
+def log_epoch(run, metrics: dict) -> None:
+    """Per-epoch scalars, plus the per-layer gradient flow as a table."""
+    if run is None:
+        return
+    import wandb
+
+    row = {k: v for k, v in metrics.items() if k not in TRAINING_KEYS_DROPPED_FROM_METRICS}
+    layers = metrics.get("grad_flow") or []
+    if layers:
+        columns = list(layers[0])
+        row["grad_flow"] = wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in layers])
+        for r in layers:   # per-layer gradient norm as scalars too, for W&B line plots
+            row[f"grad_norm/{r['index']:03d}_{r['layer']}"] = r["grad_norm"]
+    run.log(row, step=metrics["epoch"])
