@@ -4,7 +4,8 @@
 
 `Trainer(config, data)` builds everything from a plain config dict (see trainables/config.py);
 `trainer.run()` yields one metrics dict per epoch. `state_dict()` / `load_state_dict()` capture
-model, optimiser, schedule and RNG, so a resumed run continues exactly where it stopped. Nothing
+model, optimiser, epoch and RNG (the lr schedule follows from the epoch), so a resumed run continues
+exactly where it stopped. Nothing
 here knows about Ray: study/trainable.py wraps it.
 """
 from __future__ import annotations
@@ -77,9 +78,7 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, cfg)
         n = len(self.data.train.y)
         self.steps_per_epoch = math.ceil(n / cfg["batch_size"])
-        total = self.steps_per_epoch * cfg["epochs"]
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_factor(cfg, s, total, self.steps_per_epoch))
+        self.total_steps = self.steps_per_epoch * cfg["epochs"]
         self.generator = torch.Generator(self.device).manual_seed(cfg["seed"])  # shuffle + augment
         self.gradflow = (GradFlow(weights_in_forward_order(self.model, self._prep(self.data.train.x[:1])))
                          if cfg["grad_flow"] else None)
@@ -90,23 +89,35 @@ class Trainer:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def _loss(self, x, y, smoothing: float = 0.0):
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+        if self.amp:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                out = self.forward(self._prep(x)).float()
+        else:
             out = self.forward(self._prep(x))
-        return F.cross_entropy(out.float(), y, label_smoothing=smoothing), out
+        return F.cross_entropy(out, y, label_smoothing=smoothing), out
+
+    def set_lr(self, step: int) -> float:
+        """Apply the schedule for a global optimiser step (derived from the epoch: no extra state)."""
+        lr = self.cfg["lr"] * lr_factor(self.cfg, step, self.total_steps, self.steps_per_epoch)
+        if lr != self.optimizer.param_groups[0]["lr"]:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+        return lr
 
     def train_epoch(self) -> dict:
         """One pass over the training split; returns loss, accuracy, lr and timing."""
-        cfg, train = self.cfg, self.data.train
+        cfg, train, bs = self.cfg, self.data.train, self.cfg["batch_size"]
         self.model.train()
-        lr = self.optimizer.param_groups[0]["lr"]
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        first_step = self.epoch * self.steps_per_epoch
+        lr = self.set_lr(first_step)
         order = torch.randperm(len(train.y), generator=self.generator, device=self.device)
         self._sync()
         start = time.perf_counter()
+        xs, ys = train.x[order], train.y[order]   # one gather per epoch; batches are then views
+        losses = torch.zeros(self.steps_per_epoch, device=self.device)   # mean loss per step
+        preds = torch.empty_like(ys)
         for step in range(self.steps_per_epoch):
-            idx = order[step * cfg["batch_size"]:(step + 1) * cfg["batch_size"]]
-            x, y = train.x[idx], train.y[idx]
+            x, y = xs[step * bs:(step + 1) * bs], ys[step * bs:(step + 1) * bs]
             if self.data.augment:
                 x = augment_batch(x, self.generator)
             loss, out = self._loss(x, y, cfg["label_smoothing"])
@@ -118,13 +129,16 @@ class Trainer:
             self.optimizer.step()
             if probe:
                 self.gradflow.after_step()
-            self.scheduler.step()
-            loss_sum += loss.detach() * len(y)
-            correct += (out.argmax(1) == y).sum()
+            self.set_lr(first_step + step + 1)
+            losses[step] = loss.detach()
+            preds[step * bs:(step + 1) * bs] = out.argmax(1)
+        sizes = torch.full_like(losses, bs)
+        sizes[-1] = len(ys) - bs * (self.steps_per_epoch - 1)   # the last batch may be smaller
+        loss_sum, correct = (losses * sizes).sum().item(), (preds == ys).sum().item()
         self._sync()
         seconds = time.perf_counter() - start
         n = len(train.y)
-        return {"train_loss": loss_sum.item() / n, "train_acc": correct.item() / n, "lr": lr,
+        return {"train_loss": loss_sum / n, "train_acc": correct / n, "lr": lr,
                 "train_seconds": seconds, "samples_per_second": n / seconds}
 
     @torch.no_grad()
@@ -172,13 +186,12 @@ class Trainer:
     def state_dict(self) -> dict:
         """Everything needed to continue exactly: loadable with torch.load(weights_only=True)."""
         return {"epoch": self.epoch, "config": self.cfg, "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
                 "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state()}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         self.epoch = state["epoch"]
