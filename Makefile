@@ -1,5 +1,5 @@
 # The two commands (both do all set-up on a fresh machine first):
-#   make demo   - the main job: an offline run on the embedded mnist-5k data
+#   make demo   - the main job: the offline quick study on the embedded mnist-5k data
 #   make test   - the test suite
 PYTHON ?= python3
 VENV   := .venv
@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m trainables --model resnet20 --data mnist-5k --epochs 3 --width 0.5 --lr 0.05 --test
+	$(VENV)/bin/archstudy run study/specs/quick.yaml --name demo-$(shell date +%Y%m%d-%H%M%S)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -14,10 +14,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import ray
 from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
@@ -33,6 +35,11 @@ from .trainable import run_trial
 PHASES = ("search", "confirm")
 os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")   # diverged epochs carry no val metric
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+# A stopped trial's thread needs time to finish its W&B run before its actor is reused (Ray: 2 s).
+os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "30")   # we add JSON + CSV, not TensorBoard
+# Forced experiment snapshots (one per kept checkpoint) are what makes `resume` lose nothing.
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
 def git_commit() -> str:
@@ -55,7 +62,8 @@ def start_ray(address: str | None) -> None:
         return
     if address:
         ray.init(address=address, logging_level="WARNING", log_to_driver=False)
-    else:
+    else:   # token auth, as Ray's default for local clusters, set explicitly (no warning)
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
         ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, logging_level="WARNING",
                  log_to_driver=False, configure_logging=True)
 
@@ -98,9 +106,11 @@ class Study:
     def run_config(self, phase: str) -> tune.RunConfig:
         return tune.RunConfig(
             name=phase, storage_path=str(self.out), verbose=0,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            # Keeping one checkpoint makes Tune save the experiment state after every checkpoint,
+            # so a killed driver resumes each trial from its latest epoch.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
             failure_config=tune.FailureConfig(max_failures=self.spec.failure.max_retries),
-            callbacks=[ProgressCallback(phase, self.spec)])
+            callbacks=[ProgressCallback(phase, self.spec), JsonLoggerCallback(), CSVLoggerCallback()])
 
     def search_tuner(self, data) -> tune.Tuner:
         s = self.spec
@@ -149,6 +159,8 @@ class Study:
             tuner = tune.Tuner.restore(str(path), trainable=self.trainable(data),
                                        resume_unfinished=True, resume_errored=True)
         else:
+            if path.exists():   # killed before Tune saved any state: keep it aside, start afresh
+                path.rename(path.with_name(f"{phase}.interrupted-{time.strftime('%Y%m%d-%H%M%S')}"))
             tuner = self.search_tuner(data) if phase == "search" else self.confirm_tuner(data)
         tuner.fit()
         tables.write_tables(self.out, self.spec)

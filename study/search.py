@@ -67,9 +67,20 @@ class ArmSearch(Searcher):
         if not open_arms:
             return Searcher.FINISHED
         arm = min(open_arms, key=lambda a: counts[a])
-        trial = self.optuna_study(arm).ask(self.space)
+        study = self.optuna_study(arm)
+        trial = self.orphan(arm) or study.ask(self.space)
         self.assigned[trial_id] = (arm, trial._trial_id)
         return {**self.arms[arm], **trial.params, "arm": arm, "optuna_trial": trial.number}
+
+    def orphan(self, arm: str) -> optuna.Trial | None:
+        """An Optuna trial asked for just before the driver died, which Tune's saved state never
+        knew: it is reused (same number, same params) rather than left RUNNING forever."""
+        known = {optuna_id for a, optuna_id in self.assigned.values() if a == arm}
+        study = self.optuna_study(arm)
+        for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if frozen._trial_id not in known:
+                return optuna.Trial(study, frozen._trial_id)
+        return None
 
     def _trial(self, trial_id: str) -> tuple[optuna.Study, optuna.Trial]:
         arm, optuna_id = self.assigned[trial_id]

@@ -43,10 +43,12 @@ def run_trial(config: dict, data, wandb_settings: dict) -> None:
         for metrics in trainer.run(test=config["phase"] == "confirm"):
             metrics.update(node_id=node, family=model.family, depth=model.depth,
                            trial_seconds=time.time() - started)
+            # W&B first: when Tune stops the trial (ASHA), report() ends this thread via
+            # SystemExit, and the `finally` below still finishes the run with every epoch in it.
+            tracking.log_epoch(run, metrics)
             with tempfile.TemporaryDirectory() as folder:
                 torch.save(trainer.state_dict(), os.path.join(folder, STATE_FILE))
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
-            tracking.log_epoch(run, metrics)
     finally:
         if run is not None:
             run.finish()
