@@ -15,6 +15,9 @@ import argparse
 import json
 import sys
 
+from trainables.data import DatasetUnavailable
+
+from .errors import StudyError
 from .spec import SpecError, json_schema, load_spec
 
 
@@ -42,7 +45,8 @@ def finish(study) -> int:
     from . import tables
     import pandas as pd
     trials = pd.read_parquet(study.out / "trials.parquet")
-    table = tables.summary(trials, study.spec.metric)
+    table = tables.summary(trials, study.spec.metric).set_index("arm")
+    table = table.reindex([a for a in study.spec.arm_names if a in table.index]).reset_index()
     print(f"\n{study.spec.metric} over seeds (confirmation phase):")
     for row in table.itertuples():
         print(f"  {row.arm:<18} {row.mean:.4f} +/- {0 if pd.isna(row.std) else row.std:.4f}  (n={row.seeds})")
@@ -58,17 +62,19 @@ def cmd_run(args) -> int:
     spec = load_spec(args.spec).with_overrides(name=args.name, storage=args.storage,
                                                wandb_mode=args.wandb_mode)
     from . import runner
+    data = runner.study_data(spec)
     study = runner.prepare(spec)
     runner.start_ray(args.address)
-    study.run()
+    study.run(data)
     return finish(study)
 
 
 def cmd_resume(args) -> int:
     from . import runner
     study = runner.reopen(args.dir)
+    data = runner.study_data(study.spec)
     runner.start_ray(args.address)
-    study.run()
+    study.run(data)
     return finish(study)
 
 
@@ -98,10 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.fn(args)
-    except SpecError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (FileExistsError, FileNotFoundError) as e:
+    except (SpecError, StudyError, DatasetUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -11,6 +11,7 @@ gradflow.parquet.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from trainables.data import load_data
 from trainables.models import list_models  # noqa: F401 (fails early if torch is broken)
 
 from . import tables
+from .errors import StudyError
 from .progress import ProgressCallback
 from .search import ArmSearch, FixedConfigs, PerArmASHA, study_name
 from .spec import StudySpec, dump_spec, load_spec, spec_hash
@@ -62,8 +64,10 @@ def start_ray(address: str | None) -> None:
         return
     if address:
         ray.init(address=address, logging_level="WARNING", log_to_driver=False)
-    else:   # token auth, as Ray's default for local clusters, set explicitly (no warning)
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
+    else:
+        # Ray turns token authentication on for a new local cluster (unless RAY_AUTH_MODE says
+        # otherwise) and says so in a warning each time; the default is what we want, so mute it.
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, logging_level="WARNING",
                  log_to_driver=False, configure_logging=True)
 
@@ -130,7 +134,7 @@ class Study:
         configs = [{**config, "seed": seed, "phase": "confirm"}
                    for config in self.best_configs().values() for seed in self.spec.seeds]
         if not configs:
-            raise RuntimeError("no arm has a completed search trial to confirm; see trials.parquet")
+            raise StudyError("no arm has a completed search trial to confirm; see trials.parquet")
         return tune.Tuner(self.trainable(data), run_config=self.run_config("confirm"),
                           tune_config=tune.TuneConfig(
                               search_alg=FixedConfigs(configs),
@@ -166,22 +170,28 @@ class Study:
         tables.write_tables(self.out, self.spec)
         self.mark(phase=PHASES[PHASES.index(phase) + 1] if phase != PHASES[-1] else "done")
 
-    def run(self) -> None:
-        data = load_data(self.spec.data, self.spec.data_root)
-        if self.spec.subset:
-            data = data.subset(**self.spec.subset.model_dump())
+    def run(self, data=None) -> None:
+        """Run (or continue) every phase that is not done yet (data: study_data(spec) by default)."""
+        data = study_data(self.spec) if data is None else data
         while (phase := self.state().get("phase", "search")) != "done":
             self.run_phase(phase, data)
+
+
+def study_data(spec: StudySpec):
+    """The spec's dataset and subset (raises DatasetUnavailable before anything is written)."""
+    data = load_data(spec.data, spec.data_root)
+    return data.subset(**spec.subset.model_dump()) if spec.subset else data
 
 
 def prepare(spec: StudySpec) -> Study:
     """Create the output folder for a new study (refusing to overwrite another one)."""
     out = spec.out_dir()
     if not isinstance(out, Path):
-        raise NotImplementedError("cloud storage is handled in the cluster path")
+        raise StudyError(f"storage: {spec.storage!r} is not supported by this version; expected a "
+                         "local or shared-filesystem path")
     if (out / "spec.yaml").exists():
-        raise FileExistsError(f"{out} already holds a study; use `archstudy resume {out}` or pick "
-                              "another --name")
+        raise StudyError(f"{out} already holds a study; use `archstudy resume {out}` or pick "
+                         "another --name")
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "spec.yaml", dump_spec(spec))
     study = Study(spec, out)
@@ -192,5 +202,5 @@ def prepare(spec: StudySpec) -> Study:
 def reopen(folder: str | os.PathLike) -> Study:
     out = Path(folder).expanduser().resolve()
     if not (out / "spec.yaml").is_file() or not (out / "study.json").is_file():
-        raise FileNotFoundError(f"{out} is not a study folder (no spec.yaml / study.json)")
+        raise StudyError(f"{out} is not a study folder (no spec.yaml / study.json)")
     return Study(load_spec(out / "spec.yaml"), out)

@@ -1,0 +1,5 @@
+"""Errors a user can fix, printed by the CLI as one line with exit code 2 (no traceback)."""
+
+
+class StudyError(RuntimeError):
+    """A study that cannot start or continue (its folder exists, is not a study, ...)."""

@@ -1,0 +1,91 @@
+"""ArmSearch and PerArmASHA driven directly (real Optuna in SQLite; no Ray cluster needed)."""
+import optuna
+import pytest
+from optuna.trial import TrialState
+from ray.tune.search import Searcher
+
+from study.search import ArmSearch, FixedConfigs, optuna_distribution, study_name
+
+ARMS = {"mlp": {"model": "mlp", "epochs": 3}, "resnet20": {"model": "resnet20", "epochs": 3}}
+SPACE = {"lr": ("loguniform", [1e-3, 0.3]), "batch_size": ("choice", [32, 64])}
+
+
+def make(tmp_path, trials=3, algorithm="optuna"):
+    return ArmSearch(f"sqlite:///{tmp_path / 'optuna.db'}", "s", ARMS, SPACE, trials, algorithm,
+                     seed=0, metric="val_acc", mode="max")
+
+
+def states(tmp_path, arm):
+    study = optuna.load_study(study_name=study_name("s", arm), storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    return [(t.state, t.value, dict(t.intermediate_values)) for t in study.trials]
+
+
+def test_arms_take_turns_until_each_has_its_budget(tmp_path):
+    search = make(tmp_path, trials=2)
+    configs = [search.suggest(f"t{i}") for i in range(5)]
+    assert [c["arm"] for c in configs[:4]] == ["mlp", "resnet20", "mlp", "resnet20"]
+    assert configs[4] is Searcher.FINISHED
+    for c in configs[:4]:
+        assert 1e-3 <= c["lr"] <= 0.3 and c["batch_size"] in (32, 64)
+        assert c["model"] == ARMS[c["arm"]]["model"] and c["epochs"] == 3
+    assert [c["optuna_trial"] for c in configs[:4]] == [0, 0, 1, 1]
+
+
+def test_completed_pruned_and_failed_trials_are_told_truthfully(tmp_path):
+    search = make(tmp_path)
+    for i in range(6):
+        search.suggest(f"t{i}")   # t0, t2, t4: mlp
+    search.on_trial_result("t0", {"epoch": 1, "val_acc": 0.5, "status": "running"})
+    search.on_trial_result("t0", {"epoch": 2, "val_acc": 0.6, "status": "running"})
+    search.on_trial_complete("t0", {"epoch": 3, "val_acc": 0.7, "status": "completed"})
+    # stopped by ASHA after epoch 1: Tune sends that last result only to on_trial_complete
+    search.on_trial_complete("t2", {"epoch": 1, "val_acc": 0.2, "status": "running"})
+    search.on_trial_complete("t4", {"epoch": 2, "train_loss": float("nan"), "status": "diverged"})
+    search.on_trial_complete("t1", None, error=True)
+    assert states(tmp_path, "mlp") == [
+        (TrialState.COMPLETE, 0.7, {1: 0.5, 2: 0.6, 3: 0.7}),
+        (TrialState.PRUNED, 0.2, {1: 0.2}),
+        (TrialState.FAIL, None, {}),
+    ]
+    assert states(tmp_path, "resnet20")[0][0] == TrialState.FAIL
+    search.on_trial_complete("t0", {"epoch": 3, "val_acc": 0.7, "status": "completed"})   # told twice
+    assert len(states(tmp_path, "mlp")) == 3
+
+
+def test_restore_reuses_an_orphaned_optuna_trial(tmp_path):
+    search = make(tmp_path)
+    search.suggest("t0")
+    search.save(tmp_path / "searcher.pkl")
+    lost = search.suggest("t1")    # asked in Optuna, but the driver died before Tune saved it
+    restored = make(tmp_path)
+    restored.restore(tmp_path / "searcher.pkl")
+    again = restored.suggest("t1-new")
+    assert again["arm"] == lost["arm"] and again["optuna_trial"] == lost["optuna_trial"]
+    assert again["lr"] == lost["lr"]
+    assert len(states(tmp_path, "resnet20")) == 1   # no phantom trial left RUNNING beside it
+
+
+def test_same_seed_same_suggestions(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a, b = make(tmp_path / "a"), make(tmp_path / "b")
+    assert [a.suggest(f"t{i}")["lr"] for i in range(4)] == [b.suggest(f"t{i}")["lr"] for i in range(4)]
+
+
+@pytest.mark.parametrize("kind,args,expected", [
+    ("loguniform", [0.001, 0.1], optuna.distributions.FloatDistribution(0.001, 0.1, log=True)),
+    ("uniform", [0, 1], optuna.distributions.FloatDistribution(0.0, 1.0)),
+    ("int", [16, 128], optuna.distributions.IntDistribution(16, 128)),
+    ("choice", ["sgd", "adamw"], optuna.distributions.CategoricalDistribution(["sgd", "adamw"])),
+])
+def test_distributions(kind, args, expected):
+    assert optuna_distribution(kind, args) == expected
+
+
+def test_fixed_configs_hand_out_each_config_once(tmp_path):
+    search = FixedConfigs([{"seed": 0}, {"seed": 1}])
+    assert search.suggest("a") == {"seed": 0}
+    search.save(tmp_path / "f.pkl")
+    restored = FixedConfigs([])
+    restored.restore(tmp_path / "f.pkl")
+    assert restored.suggest("b") == {"seed": 1} and restored.suggest("c") is Searcher.FINISHED
