@@ -58,6 +58,15 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def keep_ray_on_loopback() -> None:
+    """Make a local Ray instance listen on 127.0.0.1 only. Ray replaces a loopback address with the
+    machine's network address unless it believes it is not a cluster (its macOS/Windows mode); we
+    say so to this process (the constant is read at call time) and to the processes it starts."""
+    from ray._private import ray_constants
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 def start_ray(address: str | None) -> None:
     """Connect to a cluster (`auto`, `ray://...`), or start a private local instance on 127.0.0.1."""
     if ray.is_initialized():
@@ -68,6 +77,7 @@ def start_ray(address: str | None) -> None:
         # Ray turns token authentication on for a new local cluster (unless RAY_AUTH_MODE says
         # otherwise) and says so in a warning each time; the default is what we want, so mute it.
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+        keep_ray_on_loopback()
         ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, logging_level="WARNING",
                  log_to_driver=False, configure_logging=True)
 
