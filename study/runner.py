@@ -32,7 +32,7 @@ from .errors import StudyError
 from .progress import ProgressCallback
 from .search import ArmSearch, FixedConfigs, PerArmASHA, study_name
 from .spec import StudySpec, dump_spec, load_spec, spec_hash
-from .trainable import run_trial
+from .trainable import Trial
 
 PHASES = ("search", "confirm")
 os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")   # diverged epochs carry no val metric
@@ -114,7 +114,7 @@ class Study:
 
     def trainable(self, data):
         res = {"cpu": self.spec.resources.cpu, "gpu": self.spec.resources.gpu}
-        fn = tune.with_parameters(run_trial, data=data, wandb_settings=self.wandb_settings())
+        fn = tune.with_parameters(Trial, data=data, wandb_settings=self.wandb_settings())
         return tune.with_resources(fn, res)
 
     def run_config(self, phase: str) -> tune.RunConfig:

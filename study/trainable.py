@@ -1,14 +1,18 @@
-"""The Ray Tune trainable: a thin wrapper that runs trainables.train.Trainer inside a Tune trial.
+"""The Ray Tune trainable: a thin class around trainables.train.Trainer, one epoch per `step()`.
 
-One `tune.report` per epoch carries every metric, the per-layer gradient flow and a checkpoint
-(model, optimiser, schedule and RNG states); a restarted trial continues from `tune.get_checkpoint()`
+Each step reports every metric and the per-layer gradient flow, and asks Tune for a checkpoint
+(model, optimiser, epoch and RNG states); a restarted trial continues from its last checkpoint
 exactly where it stopped. The dataset arrives once per node through Ray's object store
-(`tune.with_parameters`), and the W&B run lives inside the trial (study/tracking.py).
+(`tune.with_parameters`), and each trial is one W&B run (study/tracking.py).
+
+Why a class and not a function trainable: Tune calls `cleanup()` inside the trial's process before
+it ends it, so the W&B run is always finished there. A function trainable stopped by ASHA at the
+end of an experiment has its process (and wandb's writer with it) killed while its thread is still
+finishing, which loses that trial's W&B history.
 """
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 
 import ray
@@ -28,27 +32,47 @@ def training_config(config: dict) -> dict:
     return {k: v for k, v in config.items() if k in DEFAULTS or k in MODEL_DEFAULTS}
 
 
-def run_trial(config: dict, data, wandb_settings: dict) -> None:
-    trainer = Trainer(training_config(config), data)
-    checkpoint = tune.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as folder:
-            trainer.load_state_dict(torch.load(os.path.join(folder, STATE_FILE), weights_only=True))
-    model = trainer.model
-    run = tracking.open_run(wandb_settings, config, tune.get_context().get_trial_id(),
-                            tags=[config["arm"], model.family, f"depth-{model.depth}"])
-    node = ray.get_runtime_context().get_node_id()
-    started = time.time()
-    try:
-        for metrics in trainer.run(test=config["phase"] == "confirm"):
-            metrics.update(node_id=node, family=model.family, depth=model.depth,
-                           trial_seconds=time.time() - started)
-            # W&B first: when Tune stops the trial (ASHA), report() ends this thread via
-            # SystemExit, and the `finally` below still finishes the run with every epoch in it.
-            tracking.log_epoch(run, metrics)
-            with tempfile.TemporaryDirectory() as folder:
-                torch.save(trainer.state_dict(), os.path.join(folder, STATE_FILE))
-                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
-    finally:
-        if run is not None:
-            run.finish()
+class Trial(tune.Trainable):
+    def setup(self, config: dict, data=None, wandb_settings: dict | None = None):
+        self.data, self.wandb_settings = data, wandb_settings or {"mode": "disabled"}
+        self.start(config)
+
+    def start(self, config: dict) -> None:
+        self.trainer = Trainer(training_config(config), self.data)
+        self.epochs = self.trainer.run(test=config["phase"] == "confirm")   # starts at trainer.epoch
+        self.last: dict | None = None   # the last epoch's metrics (kept in checkpoints)
+        model = self.trainer.model
+        self.facts = {"node_id": ray.get_runtime_context().get_node_id(), "family": model.family,
+                      "depth": model.depth}
+        self.run = tracking.open_run(self.wandb_settings, config, self.trial_id,
+                                     tags=[config["arm"], model.family, f"depth-{model.depth}"])
+        self.started = time.time()
+
+    def step(self) -> dict:
+        metrics = next(self.epochs, None)
+        if metrics is None:   # restored from its final checkpoint: that epoch again, and done
+            return {**self.last, "done": True}
+        metrics.update(self.facts, trial_seconds=time.time() - self.started)
+        tracking.log_epoch(self.run, metrics)
+        self.last = metrics
+        return {**metrics, "should_checkpoint": True, "done": metrics["status"] != "running"}
+
+    def save_checkpoint(self, checkpoint_dir: str) -> None:
+        torch.save({"trainer": self.trainer.state_dict(), "last": self.last},
+                   os.path.join(checkpoint_dir, STATE_FILE))
+
+    def load_checkpoint(self, checkpoint_dir: str) -> None:
+        state = torch.load(os.path.join(checkpoint_dir, STATE_FILE), weights_only=True)
+        self.trainer.load_state_dict(state["trainer"])
+        self.last = state["last"]
+
+    def cleanup(self) -> None:
+        if self.run is not None:
+            self.run.finish()
+            self.run = None
+
+    def reset_config(self, new_config: dict) -> bool:
+        """Reuse this process for the next trial (reuse_actors): finish this trial, start that one."""
+        self.cleanup()
+        self.start(new_config)
+        return True
