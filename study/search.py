@@ -34,7 +34,26 @@ def study_name(study: str, arm: str) -> str:
     return f"{study}/{arm}"
 
 
-class ArmSearch(Searcher):
+class PickledState:
+    """Tune saves searchers and schedulers with the experiment and restores them on `resume`:
+    their state is their attributes, pickled."""
+
+    def get_state(self) -> dict:
+        return dict(self.__dict__)
+
+    def set_state(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.get_state(), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.set_state(pickle.load(f))
+
+
+class ArmSearch(PickledState, Searcher):
     """Suggests configs for every arm in turn (the arm with the fewest trials goes next) until each
     has `trials_per_arm`. `arms` maps arm name -> the arm's fixed config (model options, fixed
     training options, epochs, seed)."""
@@ -120,24 +139,15 @@ class ArmSearch(Searcher):
             study.tell(trial, state=TrialState.PRUNED)
         self.told.add(trial_id)
 
-    # Tune saves the searcher with the experiment, so `archstudy resume` continues the search.
-    def get_state(self) -> dict:
+    def get_state(self) -> dict:   # open Optuna studies are not pickled; they reopen from SQLite
         return {k: v for k, v in self.__dict__.items() if k != "_studies"}
 
     def set_state(self, state: dict) -> None:
         self.__dict__.update(state)
         self._studies = {}
 
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.get_state(), f)
 
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.set_state(pickle.load(f))
-
-
-class PerArmASHA(FIFOScheduler):
+class PerArmASHA(PickledState, FIFOScheduler):
     """One ASHAScheduler per arm (keyed by the trial config's "arm"), so a trial only competes with
     trials of the same architecture."""
 
@@ -175,16 +185,8 @@ class PerArmASHA(FIFOScheduler):
     def debug_string(self) -> str:
         return "\n".join(f"{arm}: {asha.debug_string()}" for arm, asha in self.by_arm.items())
 
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__, f)
 
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))
-
-
-class FixedConfigs(Searcher):
+class FixedConfigs(PickledState, Searcher):
     """Hands out a fixed list of configs, once each (the confirmation phase: best config x seeds)."""
 
     def __init__(self, configs: list[dict]):
@@ -199,11 +201,3 @@ class FixedConfigs(Searcher):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         pass
-
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__, f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))
