@@ -7,7 +7,8 @@ Ray instance started here, in this one run:
   (a) bare Tune: a function trainable that builds the Trainer, trains, and calls tune.report per
       epoch; no checkpoints, no W&B, actors not reused (Tune's default)
   (b) archstudy: the search phase of a one-arm study (study.runner): per-arm Optuna search in
-      SQLite, a checkpoint per epoch, an offline W&B run per trial, actors reused
+      SQLite, a checkpoint per epoch, an offline W&B run per trial, actors reused; and once more
+      with W&B disabled, to price W&B
 Per-trial overhead = (phase wall time - the trials' own epoch seconds) / N.
 """
 from __future__ import annotations
@@ -51,13 +52,13 @@ def bare(data, trials: int, storage: str) -> tuple[float, float]:
     return wall, work
 
 
-def harness(trials: int, storage: str) -> tuple[float, float]:
+def harness(trials: int, storage: str, wandb_mode: str = "offline") -> tuple[float, float]:
     spec = spec_from_dict({
-        "name": "overhead", "data": "mnist-5k", "subset": {"train": SUBSET}, "epochs": EPOCHS,
+        "name": f"overhead-{wandb_mode}", "data": "mnist-5k", "subset": {"train": SUBSET}, "epochs": EPOCHS,
         "seeds": [0], "storage": storage, "arms": [{"model": "mlp"}],
         "search": {"algorithm": "random", "trials_per_arm": trials, "max_concurrent": 1,
                    "space": {"lr": {"loguniform": [0.01, 0.1]}}, "fixed": {"batch_size": 64}},
-        "scheduler": {"name": "none"}, "wandb": {"mode": "offline"}})
+        "scheduler": {"name": "none"}, "wandb": {"mode": wandb_mode}})
     study = runner.prepare(spec)
     data = load_data("mnist-5k").subset(train=SUBSET)
     start = time.perf_counter()
@@ -71,17 +72,20 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--trials", type=int, default=12)
     args = p.parse_args()
-    runner.start_ray(None)
+    runner.start_ray(None, wandb_service=True)   # as `archstudy run` does
     data = load_data("mnist-5k").subset(train=SUBSET)
     with tempfile.TemporaryDirectory() as storage:
         b_wall, b_work = bare(data, args.trials, storage)
         h_wall, h_work = harness(args.trials, storage)
-        wandb_runs = len(list(Path(storage, "overhead", "wandb").glob("offline-run-*")))
+        n_wall, n_work = harness(args.trials, storage, wandb_mode="disabled")
+        wandb_runs = len(list(Path(storage, "overhead-offline", "wandb").glob("offline-run-*")))
     b_over, h_over = (b_wall - b_work) / args.trials, (h_wall - h_work) / args.trials
+    n_over = (n_wall - n_work) / args.trials
     print(f"{args.trials} trials x {EPOCHS} epoch, one at a time, {os.cpu_count()} CPUs")
     print(f"bare Tune   : wall {b_wall:6.1f} s, work {b_work:5.1f} s, overhead {b_over:.2f} s/trial")
     print(f"archstudy   : wall {h_wall:6.1f} s, work {h_work:5.1f} s, overhead {h_over:.2f} s/trial "
           f"(W&B offline runs written: {wandb_runs})")
+    print(f"archstudy, W&B disabled: wall {n_wall:6.1f} s, work {n_work:5.1f} s, overhead {n_over:.2f} s/trial")
     print(f"ratio archstudy/bare overhead: {h_over / b_over:.2f}")
     ray.shutdown()
 

@@ -7,7 +7,7 @@ All three loops run the same model, data, batch size and number of steps, in thi
   (a) archstudy: trainables.train.Trainer.train_epoch, gradient flow on (and once off, to price it)
   (b) lab style: a torchvision Dataset returning PIL images through ToTensor + Normalize, DataLoader
       batch 64, num_workers 0 (as in the reference lab's notebook)
-  (c) bare: a minimal raw-tensor loop (index a tensor, forward, backward, step)
+  (c) bare: a minimal raw-tensor loop (shuffle, index a batch, forward, backward, step; no metrics)
 Augmentation is off in all three so that they do identical work. Each is timed `--repeats` times,
 interleaved, and the best (least disturbed) time is kept. Achieved FLOP/s (from torch's FlopCounterMode on one step) is
 compared with a large matmul's FLOP/s measured in the same run.
@@ -97,8 +97,10 @@ def bench_model(name, width, channels, size, steps, batch, device, repeats):
 
     def bare():
         bare_model.train()
+        order = torch.randperm(n, device=device)   # a new shuffle each epoch, as any real loop
         for i in range(steps):
-            loss = F.cross_entropy(bare_model(x_all[i * batch:(i + 1) * batch]), y_all[i * batch:(i + 1) * batch])
+            idx = order[i * batch:(i + 1) * batch]
+            loss = F.cross_entropy(bare_model(x_all[idx]), y_all[idx])
             bare_opt.zero_grad()
             loss.backward()
             bare_opt.step()
@@ -130,12 +132,12 @@ def matmul_flops(device: str, n: int = 2048, reps: int = 5) -> float:
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--models", default=None, help="comma-separated subset of the cases, e.g. mlp")
     args = p.parse_args()
     if args.device == "cpu":   # (name, width, channels, size, steps)
-        cases = [("mlp", 1.0, 1, 28, 300), ("resnet20", 0.5, 3, 32, 20), ("vgg16", 0.5, 3, 32, 10)]
+        cases = [("mlp", 1.0, 1, 28, 1000), ("resnet20", 0.5, 3, 32, 30), ("vgg16", 0.5, 3, 32, 12)]
     else:
         cases = [("mlp", 1.0, 1, 28, 300), ("resnet18", 1.0, 3, 32, 100), ("vgg16", 1.0, 3, 32, 100)]
     if args.models:

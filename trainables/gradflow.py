@@ -53,22 +53,29 @@ class GradFlow:
     def __init__(self, layers: list[tuple[str, nn.Parameter]]):
         self.names = [n for n, _ in layers]
         self.weights = [w for _, w in layers]
+        self._numel = torch.tensor([w.numel() for w in self.weights], dtype=torch.float32,
+                                   device=self.weights[0].device if self.weights else "cpu")
         self._sum: torch.Tensor | None = None   # (layers, stats) running sum on the host
         self._count = 0
         self._before: list[torch.Tensor] = []
         self._grad_stats: torch.Tensor | None = None
 
     def before_step(self) -> None:
-        rows = []
-        for w in self.weights:
-            g = w.grad.detach().float() if w.grad is not None else torch.zeros_like(w, dtype=torch.float32)
-            rows.append(torch.stack([g.abs().mean(), g.abs().max(), g.norm(), w.detach().float().norm()]))
-        self._grad_stats = torch.stack(rows)
-        self._before = [w.detach().clone() for w in self.weights]
+        grads = [w.grad.detach() if w.grad is not None else torch.zeros_like(w) for w in self.weights]
+        weights = [w.detach() for w in self.weights]
+        # One fused op per statistic over all layers (mean |g| = L1 / numel, max |g| = L-inf).
+        self._grad_stats = torch.stack([
+            torch.stack(torch._foreach_norm(grads, 1)) / self._numel,
+            torch.stack(torch._foreach_norm(grads, float("inf"))),
+            torch.stack(torch._foreach_norm(grads, 2)),
+            torch.stack(torch._foreach_norm(weights, 2)),
+        ], dim=1).float()
+        self._before = torch._foreach_mul(weights, 1.0)   # a copy of every weight, in one op
 
     def after_step(self) -> None:
-        ratios = torch.stack([(w.detach() - b).float().norm() / b.float().norm().clamp_min(1e-12)
-                              for w, b in zip(self.weights, self._before)])
+        change = torch.stack(torch._foreach_norm(torch._foreach_sub([w.detach() for w in self.weights],
+                                                                    self._before), 2))
+        ratios = change.float() / self._grad_stats[:, 3].clamp_min(1e-12)
         stats = torch.cat([self._grad_stats, ratios[:, None]], dim=1).cpu().double()
         self._sum = stats if self._sum is None else self._sum + stats
         self._count += 1

@@ -114,8 +114,7 @@ class Trainer:
         self._sync()
         start = time.perf_counter()
         xs, ys = train.x[order], train.y[order]   # one gather per epoch; batches are then views
-        losses = torch.zeros(self.steps_per_epoch, device=self.device)   # mean loss per step
-        preds = torch.empty_like(ys)
+        losses, preds = [], []   # per step: mean loss and predictions, reduced once at the end
         for step in range(self.steps_per_epoch):
             x, y = xs[step * bs:(step + 1) * bs], ys[step * bs:(step + 1) * bs]
             if self.data.augment:
@@ -130,11 +129,12 @@ class Trainer:
             if probe:
                 self.gradflow.after_step()
             self.set_lr(first_step + step + 1)
-            losses[step] = loss.detach()
-            preds[step * bs:(step + 1) * bs] = out.argmax(1)
-        sizes = torch.full_like(losses, bs)
+            losses.append(loss.detach())
+            preds.append(out.argmax(1))
+        sizes = torch.full((self.steps_per_epoch,), float(bs), device=self.device)
         sizes[-1] = len(ys) - bs * (self.steps_per_epoch - 1)   # the last batch may be smaller
-        loss_sum, correct = (losses * sizes).sum().item(), (preds == ys).sum().item()
+        loss_sum = (torch.stack(losses) * sizes).sum().item()
+        correct = (torch.cat(preds) == ys).sum().item()
         self._sync()
         seconds = time.perf_counter() - start
         n = len(train.y)
