@@ -505,8 +505,9 @@ def _path(loc: list) -> str:
     for part in loc:
         if isinstance(part, int) and not isinstance(part, bool):
             text += f"[{part}]"
-        elif part != "[key]":
-            text += ("." if text else "") + str(part)
+        elif part != "[key]":   # odd keys (spaces, control characters) are quoted
+            key = str(part) if re.fullmatch(r"[A-Za-z0-9_.-]+", str(part)) else repr(part)
+            text += ("." if text else "") + key
     return text or "(top level)"
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import pathlib
 
 import jsonschema
@@ -34,7 +35,7 @@ NO_COMMENT = {   # file -> a fragment its message must contain (after the file's
     "control_character.yaml": "not a text YAML file: character #x0001",
 }
 MINIMAL = "name: tiny\narms: [{model: mlp}]\n"
-FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=int(os.environ.get("SPEC_FUZZ_EXAMPLES", "200")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def one_line(message: str) -> bool:
