@@ -42,15 +42,14 @@ STATUSES = {"completed", "pruned", "diverged", "error"}
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
 RAY_TEMP = Path(os.environ.get("RAY_TMPDIR", "/tmp")) / "ray"
 
-TINY_SPEC = """\
-name: tiny
+SPEC_TEMPLATE = """\
+name: {name}
 data: mnist-5k
 subset: {{train: 300, val: 100, test: 100}}
-epochs: 3
-seeds: [0, 1]
+epochs: {epochs}
+seeds: {seeds}
 arms:
-  - {{model: mlp, hidden: [32], width: 1.0}}
-  - {{model: resnet20, width: 0.125}}
+{arms}
 search:
   trials_per_arm: 3
   max_concurrent: 2
@@ -62,30 +61,22 @@ scheduler: {{name: asha, grace_period: 1, reduction_factor: 2}}
 wandb: {{mode: offline}}
 storage: {storage}
 """
+
+
+def spec_text(storage, name: str, epochs: int, seeds: list[int], arms: list[str]) -> str:
+    """A small study on 300 mnist-5k digits, 3 trials per arm, stored under `storage`."""
+    return SPEC_TEMPLATE.format(storage=storage, name=name, epochs=epochs, seeds=seeds,
+                                arms="\n".join(f"  - {{{arm}}}" for arm in arms))
+
+
+TINY_SPEC = dict(name="tiny", epochs=3, seeds=[0, 1], arms=["model: mlp, hidden: [32], width: 1.0",
+                                                            "model: resnet20, width: 0.125"])
 TINY_ARMS = {"mlp-w1-h32": 2, "resnet20-w0.125": 20}   # arm name -> weight layers (gradient flow rows)
 
 # Slow enough to be killed mid-search (the first finished trial leaves at least 3 to go), quick to
 # finish on resume: one confirmation seed.
-RESUME_SPEC = """\
-name: resumable
-data: mnist-5k
-subset: {{train: 300, val: 100, test: 100}}
-epochs: 4
-seeds: [0]
-arms:
-  - {{model: mlp, hidden: [32]}}
-  - {{model: mlp, hidden: [16]}}
-search:
-  trials_per_arm: 3
-  max_concurrent: 2
-  space:
-    lr: {{loguniform: [0.001, 0.3]}}
-  fixed:
-    batch_size: 32
-scheduler: {{name: asha, grace_period: 1, reduction_factor: 2}}
-wandb: {{mode: offline}}
-storage: {storage}
-"""
+RESUME_SPEC = dict(name="resumable", epochs=4, seeds=[0], arms=["model: mlp, hidden: [32]",
+                                                               "model: mlp, hidden: [16]"])
 RESUME_ARMS = ("mlp-h32", "mlp-h16")
 
 
@@ -306,7 +297,7 @@ def wandb_problems(out: Path, spec_hash: str, commit: str, trials: pd.DataFrame,
 def tiny(ray_local, study_env, tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
     path = root / "tiny.yaml"
-    path.write_text(TINY_SPEC.format(storage=root / "results"))
+    path.write_text(spec_text(root / "results", **TINY_SPEC))
     spec = load_spec(path)
     study = runner.prepare(spec)
     runner.start_ray(None)   # a no-op: the session's Ray is already up
@@ -507,7 +498,7 @@ def finished_optuna_trials(db: Path) -> list[tuple[str, int, str]]:
 def killed_and_resumed(study_env, tmp_path_factory):
     root = tmp_path_factory.mktemp("resume")
     spec_path = root / "resumable.yaml"
-    spec_path.write_text(RESUME_SPEC.format(storage=root / "results"))
+    spec_path.write_text(spec_text(root / "results", **RESUME_SPEC))
     out = root / "results" / "resumable"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)
