@@ -30,7 +30,7 @@ from trainables.models import list_models  # noqa: F401 (fails early if torch is
 from . import tables
 from .errors import StudyError
 from .progress import ProgressCallback
-from .search import ArmSearch, FixedConfigs, PerArmASHA, study_name
+from .search import ArmSearch, FixedConfigs, PerArmASHA, pruned_epochs, study_name
 from .spec import StudySpec, dump_spec, load_spec, spec_hash
 from .trainable import Trial
 
@@ -97,6 +97,7 @@ class Study:
     def __init__(self, spec: StudySpec, out: Path):
         self.spec, self.out = spec, out
         self.state_path = out / "study.json"
+        self.optuna_url = f"sqlite:///{out / 'optuna.db'}"
 
     # ---- state ----
     def state(self) -> dict:
@@ -119,9 +120,10 @@ class Study:
                            "seed": s.seeds[0], "grad_flow": s.gradient_flow, "phase": "search"}
                 for arm in s.arms}
 
-    def trainable(self, data):
+    def trainable(self, data, pruned: dict | None = None):
         res = {"cpu": self.spec.resources.cpu, "gpu": self.spec.resources.gpu}
-        fn = tune.with_parameters(Trial, data=data, wandb_settings=self.wandb_settings())
+        fn = tune.with_parameters(Trial, data=data, wandb_settings=self.wandb_settings(),
+                                  pruned=pruned or {})
         return tune.with_resources(fn, res)
 
     def run_config(self, phase: str) -> tune.RunConfig:
@@ -136,7 +138,7 @@ class Study:
     def search_tuner(self, data) -> tune.Tuner:
         s = self.spec
         space = {k: (d.kind, d.args) for k, d in s.search.space.items()}
-        searcher = ArmSearch(f"sqlite:///{self.out / 'optuna.db'}", s.name, self.arm_configs(),
+        searcher = ArmSearch(self.optuna_url, s.name, self.arm_configs(),
                              space, s.search.trials_per_arm, s.search.algorithm, s.search.seed,
                              s.metric, s.mode)
         scheduler = (PerArmASHA(s.epochs, s.scheduler.grace_period, s.scheduler.reduction_factor,
@@ -164,7 +166,7 @@ class Study:
         best = {}
         for arm, config in self.arm_configs().items():
             study = optuna.load_study(study_name=study_name(self.spec.name, arm),
-                                      storage=f"sqlite:///{self.out / 'optuna.db'}")
+                                      storage=self.optuna_url)
             completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
             if completed:
                 best[arm] = {**config, **study.best_trial.params, "arm": arm}
@@ -177,7 +179,8 @@ class Study:
     def run_phase(self, phase: str, data) -> None:
         path = self.out / phase
         if tune.Tuner.can_restore(str(path)):
-            tuner = tune.Tuner.restore(str(path), trainable=self.trainable(data),
+            pruned = pruned_epochs(self.optuna_url, self.spec.name, self.spec.arm_names)
+            tuner = tune.Tuner.restore(str(path), trainable=self.trainable(data, pruned),
                                        resume_unfinished=True, resume_errored=True)
         else:
             if path.exists():   # killed before Tune saved any state: keep it aside, start afresh

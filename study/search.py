@@ -34,6 +34,22 @@ def study_name(study: str, arm: str) -> str:
     return f"{study}/{arm}"
 
 
+def pruned_epochs(storage_url: str, study: str, arms) -> dict[str, int]:
+    """'<arm>/<optuna trial number>' -> the last epoch of every PRUNED trial. On `resume`, Tune's
+    saved state can be older than Optuna's: a trial ASHA had stopped may look unfinished to Tune.
+    The trial then stops itself at that epoch (study/trainable.py) instead of training on."""
+    pruned = {}
+    for arm in arms:
+        try:
+            trials = optuna.load_study(study_name=study_name(study, arm), storage=storage_url).trials
+        except KeyError:   # the arm's study was never created
+            continue
+        for t in trials:
+            if t.state == TrialState.PRUNED and t.intermediate_values:
+                pruned[f"{arm}/{t.number}"] = max(t.intermediate_values)
+    return pruned
+
+
 class PickledState:
     """Tune saves searchers and schedulers with the experiment and restores them on `resume`:
     their state is their attributes, pickled."""
@@ -117,8 +133,9 @@ class ArmSearch(PickledState, Searcher):
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id in self.assigned and self.metric in result:
             study, trial = self._trial(trial_id)
-            step = int(result["epoch"])
-            if step not in study._storage.get_trial(trial._trial_id).intermediate_values:
+            frozen = study._storage.get_trial(trial._trial_id)
+            step = int(result["epoch"])   # an epoch replayed after a resume is already there
+            if not frozen.state.is_finished() and step not in frozen.intermediate_values:
                 trial.report(float(result[self.metric]), step=step)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):

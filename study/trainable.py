@@ -33,14 +33,17 @@ def training_config(config: dict) -> dict:
 
 
 class Trial(tune.Trainable):
-    def setup(self, config: dict, data=None, wandb_settings: dict | None = None):
+    def setup(self, config: dict, data=None, wandb_settings: dict | None = None,
+              pruned: dict | None = None):
         self.data, self.wandb_settings = data, wandb_settings or {"mode": "disabled"}
+        self.pruned = pruned or {}   # on resume: PRUNED trials -> the epoch where ASHA stopped them
         self.start(config)
 
     def start(self, config: dict) -> None:
         self.trainer = Trainer(training_config(config), self.data)
         self.epochs = self.trainer.run(test=config["phase"] == "confirm")   # starts at trainer.epoch
         self.last: dict | None = None   # the last epoch's metrics (kept in checkpoints)
+        self.stop_at = self.pruned.get(f"{config['arm']}/{config.get('optuna_trial')}")
         model = self.trainer.model
         self.facts = {"node_id": ray.get_runtime_context().get_node_id(), "family": model.family,
                       "depth": model.depth}
@@ -49,13 +52,15 @@ class Trial(tune.Trainable):
         self.started = time.time()
 
     def step(self) -> dict:
-        metrics = next(self.epochs, None)
-        if metrics is None:   # restored from its final checkpoint: that epoch again, and done
+        stopped = self.stop_at is not None and self.trainer.epoch >= self.stop_at
+        metrics = None if stopped else next(self.epochs, None)
+        if metrics is None:   # restored at its last epoch (final, or where ASHA stopped it): done
             return {**self.last, "done": True}
         metrics.update(self.facts, trial_seconds=time.time() - self.started)
         tracking.log_epoch(self.run, metrics)
         self.last = metrics
-        return {**metrics, "should_checkpoint": True, "done": metrics["status"] != "running"}
+        done = metrics["status"] != "running" or self.trainer.epoch == self.stop_at
+        return {**metrics, "should_checkpoint": True, "done": done}
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
         torch.save({"trainer": self.trainer.state_dict(), "last": self.last},
