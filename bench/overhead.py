@@ -72,7 +72,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--trials", type=int, default=12)
     args = p.parse_args()
-    runner.start_ray(None, wandb_service=True)   # as `archstudy run` does
+    runner.start_ray(None)
     data = load_data("mnist-5k").subset(train=SUBSET)
     with tempfile.TemporaryDirectory() as storage:
         b_wall, b_work = bare(data, args.trials, storage)

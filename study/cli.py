@@ -64,7 +64,7 @@ def cmd_run(args) -> int:
     from . import runner
     data = runner.study_data(spec)
     study = runner.prepare(spec)
-    runner.start_ray(args.address, wandb_service=spec.wandb.resolved_mode() != "disabled")
+    runner.start_ray(args.address)
     study.run(data)
     return finish(study)
 
@@ -73,7 +73,7 @@ def cmd_resume(args) -> int:
     from . import runner
     study = runner.reopen(args.dir)
     data = runner.study_data(study.spec)
-    runner.start_ray(args.address, wandb_service=study.spec.wandb.resolved_mode() != "disabled")
+    runner.start_ray(args.address)
     study.run(data)
     return finish(study)
 

@@ -37,9 +37,7 @@ from .trainable import Trial
 PHASES = ("search", "confirm")
 os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")   # diverged epochs carry no val metric
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-# A stopped trial's thread needs time to finish its W&B run before its actor is reused (Ray: 2 s).
-os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "30")   # we add JSON + CSV, not TensorBoard
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")   # we add JSON + CSV, not TensorBoard
 # Forced experiment snapshots (one per kept checkpoint) are what makes `resume` lose nothing.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
@@ -67,17 +65,10 @@ def keep_ray_on_loopback() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
 
 
-def start_ray(address: str | None, wandb_service: bool = False) -> None:
-    """Connect to a cluster (`auto`, `ray://...`), or start a private local instance on 127.0.0.1.
-
-    With `wandb_service` (local instance only), W&B's service process is started here first, and the
-    trials' processes, which inherit its address, log through it: no trial pays the service's start
-    (about 1 s each), and a trial process that is killed loses nothing it had logged."""
+def start_ray(address: str | None) -> None:
+    """Connect to a cluster (`auto`, `ray://...`), or start a private local instance on 127.0.0.1."""
     if ray.is_initialized():
         return
-    if wandb_service and not address:
-        import wandb
-        wandb.setup()
     if address:
         ray.init(address=address, logging_level="WARNING", log_to_driver=False)
     else:
@@ -129,9 +120,9 @@ class Study:
     def run_config(self, phase: str) -> tune.RunConfig:
         return tune.RunConfig(
             name=phase, storage_path=str(self.out), verbose=0,
-            # Keeping one checkpoint makes Tune save the experiment state after every checkpoint,
-            # so a killed driver resumes each trial from its latest epoch.
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # num_to_keep makes Tune save the experiment state every num_to_keep checkpoints; keeping
+            # 3, the checkpoint a (possibly late) saved state points at still exists on `resume`.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=3),
             failure_config=tune.FailureConfig(max_failures=self.spec.failure.max_retries),
             callbacks=[ProgressCallback(phase, self.spec), JsonLoggerCallback(), CSVLoggerCallback()])
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from trainables.config import DEFAULTS, MODEL_DEFAULTS
+from trainables.config import training_options
 from trainables.models import model_depth, model_family
 
 FINAL_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
@@ -39,9 +39,7 @@ def read_results(trial_dir: Path) -> list[dict]:
 
 
 def trial_status(results: list[dict], error: bool) -> str:
-    if error:
-        return "error"
-    if not results:
+    if error or not results:
         return "error"
     last = results[-1]["status"]
     return {"completed": "completed", "diverged": "diverged"}.get(last, "pruned")
@@ -66,8 +64,7 @@ def collect_phase(out: Path, phase: str, spec) -> tuple[list[dict], list[dict], 
         wall = last.get("time_total_s", 0.0)
         trials.append({
             **base, "optuna_trial": config.get("optuna_trial"),
-            "config": json.dumps({k: v for k, v in config.items() if k in DEFAULTS or k in MODEL_DEFAULTS},
-                                 sort_keys=True),
+            "config": json.dumps(training_options(config), sort_keys=True),
             **{f"param_{k}": config[k] for k in spec.search.space},
             "status": trial_status(results, error), "epochs_run": len(results),
             f"best_{spec.metric}": better(scores) if scores else float("nan"),

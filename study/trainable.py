@@ -19,17 +19,12 @@ import ray
 import torch
 from ray import tune
 
-from trainables.config import DEFAULTS, MODEL_DEFAULTS
+from trainables.config import training_options
 from trainables.train import Trainer
 
 from . import tracking
 
 STATE_FILE = "state.pt"
-
-
-def training_config(config: dict) -> dict:
-    """The trial config minus the study's bookkeeping keys (arm, phase, optuna_trial)."""
-    return {k: v for k, v in config.items() if k in DEFAULTS or k in MODEL_DEFAULTS}
 
 
 class Trial(tune.Trainable):
@@ -40,7 +35,7 @@ class Trial(tune.Trainable):
         self.start(config)
 
     def start(self, config: dict) -> None:
-        self.trainer = Trainer(training_config(config), self.data)
+        self.trainer = Trainer(training_options(config), self.data)
         self.epochs = self.trainer.run(test=config["phase"] == "confirm")   # starts at trainer.epoch
         self.last: dict | None = None   # the last epoch's metrics (kept in checkpoints)
         self.stop_at = self.pruned.get(f"{config['arm']}/{config.get('optuna_trial')}")

@@ -111,6 +111,11 @@ def check_option(key: str, value):
     raise ValueError(f"{key}: unknown option; allowed options: {allowed}")
 
 
+def training_options(config: dict) -> dict:
+    """The options of `config` that the training loop takes (drops a study's bookkeeping keys)."""
+    return {k: v for k, v in config.items() if k in DEFAULTS or k in MODEL_DEFAULTS}
+
+
 def resolve_config(config: dict) -> dict:
     """Defaults filled in, every option checked; unknown keys are errors."""
     resolved = {**MODEL_DEFAULTS, **DEFAULTS, **config}
