@@ -1,7 +1,9 @@
 """The archstudy command (also `python -m study`).
 
     archstudy run SPEC [--name NAME] [--storage PATH] [--wandb-mode offline|online|disabled] [--address auto]
+    archstudy submit SPEC --address http://HEAD:8265 [--name] [--storage] [--wandb-mode] [--wait]
     archstudy resume DIR
+    archstudy analyze DIR [DIR ...] [--out DIR] [--wandb-mode ...] [--wandb-report]
     archstudy validate SPEC
     archstudy schema
     archstudy models
@@ -52,9 +54,24 @@ def finish(study) -> int:
         print(f"  {row.arm:<18} {row.mean:.4f} +/- {0 if pd.isna(row.std) else row.std:.4f}  (n={row.seeds})")
     counts = trials.groupby(["phase", "status"]).size().to_dict()
     print("trials: " + ", ".join(f"{p}/{s} {n}" for (p, s), n in counts.items()))
+    analyze_and_print([study.out], None, None, False)
     print(f"results: {study.out}")
     if study.spec.wandb.resolved_mode() == "offline":
         print(f"W&B offline runs: wandb sync {study.out}/wandb/offline-run-*")
+    return 0
+
+
+def analyze_and_print(folders, out, wandb_mode, wandb_report) -> None:
+    from analysis import analyze
+    result = analyze(folders, out=out, wandb_mode=wandb_mode, wandb_report=wandb_report)
+    print()
+    print(result.summary)
+    print(f"report: {result.paths['report.html']}")
+    print(f"answers: {result.paths['answers.md']}, {result.paths['answers.json']}")
+
+
+def cmd_analyze(args) -> int:
+    analyze_and_print(args.dirs, args.out, args.wandb_mode, args.wandb_report)
     return 0
 
 
@@ -63,10 +80,27 @@ def cmd_run(args) -> int:
                                                wandb_mode=args.wandb_mode)
     from . import runner
     data = runner.study_data(spec)
-    study = runner.prepare(spec)
     runner.start_ray(args.address)
+    if args.address:
+        from .cluster import check_cluster
+        check_cluster(spec)
+    study = runner.prepare(spec)
     study.run(data)
     return finish(study)
+
+
+def cmd_submit(args) -> int:
+    from .cluster import follow_up, submit
+    spec = load_spec(args.spec).with_overrides(name=args.name, storage=args.storage,
+                                               wandb_mode=args.wandb_mode)
+    job_id = submit(spec, args.address, wait=False, python=args.python)
+    print(follow_up(spec, args.address, job_id))
+    if args.wait:
+        from .cluster import job_client, wait_for
+        status = wait_for(job_client(args.address), job_id)
+        print(f"job {job_id}: {status}")
+        return 0 if status == "SUCCEEDED" else 1
+    return 0
 
 
 def cmd_resume(args) -> int:
@@ -88,10 +122,27 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--wandb-mode", choices=["offline", "online", "disabled"])
     run.add_argument("--address", help="Ray cluster address (auto, ray://HOST:10001); default: a local instance")
     run.set_defaults(fn=cmd_run)
+    submit = sub.add_parser("submit", help="submit a study to a Ray cluster as a Ray Job")
+    submit.add_argument("spec")
+    submit.add_argument("--address", required=True, help="the cluster's job server, http://HEAD:8265")
+    submit.add_argument("--name", help="override the spec's name (output folder, W&B group)")
+    submit.add_argument("--storage", help="override the spec's storage (s3://, gs:// or a shared path)")
+    submit.add_argument("--wandb-mode", choices=["offline", "online", "disabled"])
+    submit.add_argument("--python", default="python",
+                        help="the cluster's Python that has archstudy installed (default: python)")
+    submit.add_argument("--wait", action="store_true", help="wait for the job to end; exit 1 unless it succeeded")
+    submit.set_defaults(fn=cmd_submit)
     resume = sub.add_parser("resume", help="finish an interrupted study")
     resume.add_argument("dir")
     resume.add_argument("--address")
     resume.set_defaults(fn=cmd_resume)
+    analyze = sub.add_parser("analyze", help="answer a study's questions: answers.md/.json, report.html")
+    analyze.add_argument("dirs", nargs="+", metavar="DIR", help="study folders (several: compared)")
+    analyze.add_argument("--out", help="where to write the answers and report (default: the study folder)")
+    analyze.add_argument("--wandb-mode", choices=["offline", "online", "disabled"])
+    analyze.add_argument("--wandb-report", action="store_true",
+                         help="also create a W&B Report with the key panels (online mode only)")
+    analyze.set_defaults(fn=cmd_analyze)
     validate = sub.add_parser("validate", help="check a spec without running it")
     validate.add_argument("spec")
     validate.set_defaults(fn=cmd_validate)

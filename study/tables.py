@@ -58,7 +58,9 @@ def collect_phase(out: Path, phase: str, spec) -> tuple[list[dict], list[dict], 
         error = (trial_dir / "error.txt").exists() or (trial_dir / "error.pkl").exists()
         base = {"study": spec.name, "phase": phase, "trial_id": trial_id, "arm": config["arm"],
                 "model": config["model"], "family": model_family(config["model"]),
-                "depth": model_depth(config["model"], config.get("hidden")), "seed": config["seed"]}
+                "depth": model_depth(config["model"], config.get("hidden")),
+                "batchnorm": bool(config.get("batchnorm", True)), "width": config.get("width"),
+                "seed": config["seed"]}
         scores = [r[spec.metric] for r in results if spec.metric in r]
         last = results[-1] if results else {}
         wall = last.get("time_total_s", 0.0)

@@ -42,8 +42,11 @@ class Trial(tune.Trainable):
         model = self.trainer.model
         self.facts = {"node_id": ray.get_runtime_context().get_node_id(), "family": model.family,
                       "depth": model.depth}
-        self.run = tracking.open_run(self.wandb_settings, config, self.trial_id,
-                                     tags=[config["arm"], model.family, f"depth-{model.depth}"])
+        # The W&B run opens at the first step, not here: Tune may construct an actor for a trial,
+        # hand the trial to a reused actor instead and kill this one mid-setup (which left a run
+        # folder without a .wandb file behind, 1 in ~10 test runs under load).
+        self.trial_config, self.run, self.run_opened = config, None, False
+        self.tags = [config["arm"], model.family, f"depth-{model.depth}"]
         self.started = time.time()
 
     def step(self) -> dict:
@@ -52,6 +55,9 @@ class Trial(tune.Trainable):
         if metrics is None:   # restored at its last epoch (final, or where ASHA stopped it): done
             return {**self.last, "done": True}
         metrics.update(self.facts, trial_seconds=time.time() - self.started)
+        if not self.run_opened:
+            self.run = tracking.open_run(self.wandb_settings, self.trial_config, self.trial_id, self.tags)
+            self.run_opened = True
         tracking.log_epoch(self.run, metrics)
         self.last = metrics
         done = metrics["status"] != "running" or self.trainer.epoch == self.stop_at

@@ -46,3 +46,32 @@ def ray_local(study_env):
              logging_level="WARNING", log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny(ray_local, study_env, tmp_path_factory):
+    """The tiny two-arm study (tests/studies.py), run once per session on the shared Ray instance:
+    test_study checks its outputs, test_analysis analyses them."""
+    import time
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from studies import TINY_SPEC, spec_text
+    from study import runner
+    from study.spec import load_spec
+
+    root = tmp_path_factory.mktemp("tiny")
+    path = root / "tiny.yaml"
+    path.write_text(spec_text(root / "results", **TINY_SPEC))
+    spec = load_spec(path)
+    study = runner.prepare(spec)
+    runner.start_ray(None)   # a no-op: the session's Ray is already up
+    started = time.monotonic()
+    study.run()
+    out = study.out
+    return SimpleNamespace(
+        out=out, spec=spec, seconds=time.monotonic() - started,
+        trials=pd.read_parquet(out / "trials.parquet"), epochs=pd.read_parquet(out / "epochs.parquet"),
+        gradflow=pd.read_parquet(out / "gradflow.parquet"),
+        storage=f"sqlite:///{out / 'optuna.db'}")

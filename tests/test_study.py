@@ -16,11 +16,9 @@ import os
 import re
 import signal
 import sqlite3
-import struct
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -33,45 +31,16 @@ from ray.tune.logger import JsonLoggerCallback
 
 from study import runner, tables
 from study.search import study_name
-from study.spec import load_spec
 from study.trainable import Trial
 from trainables.data import load_data
+
+from studies import TINY_ARMS, spec_text
+from wandb_files import wandb_records
 
 REPO = Path(__file__).resolve().parents[1]
 STATUSES = {"completed", "pruned", "diverged", "error"}
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
 RAY_TEMP = Path(os.environ.get("RAY_TMPDIR", "/tmp")) / "ray"
-
-SPEC_TEMPLATE = """\
-name: {name}
-data: mnist-5k
-subset: {{train: 300, val: 100, test: 100}}
-epochs: {epochs}
-seeds: {seeds}
-arms:
-{arms}
-search:
-  trials_per_arm: 3
-  max_concurrent: 2
-  space:
-    lr: {{loguniform: [0.001, 0.3]}}
-  fixed:
-    batch_size: 32
-scheduler: {{name: asha, grace_period: 1, reduction_factor: 2}}
-wandb: {{mode: offline}}
-storage: {storage}
-"""
-
-
-def spec_text(storage, name: str, epochs: int, seeds: list[int], arms: list[str]) -> str:
-    """A small study on 300 mnist-5k digits, 3 trials per arm, stored under `storage`."""
-    return SPEC_TEMPLATE.format(storage=storage, name=name, epochs=epochs, seeds=seeds,
-                                arms="\n".join(f"  - {{{arm}}}" for arm in arms))
-
-
-TINY_SPEC = dict(name="tiny", epochs=3, seeds=[0, 1], arms=["model: mlp, hidden: [32], width: 1.0",
-                                                            "model: resnet20, width: 0.125"])
-TINY_ARMS = {"mlp-w1-h32": 2, "resnet20-w0.125": 20}   # arm name -> weight layers (gradient flow rows)
 
 # Slow enough to be killed mid-search (the first finished trial leaves at least 3 to go), quick to
 # finish on resume: one confirmation seed.
@@ -194,34 +163,6 @@ def wait_until(condition, timeout: float, step: float = 0.2):
     return condition()
 
 
-# ---- W&B's offline .wandb file: a LevelDB-style log of protobuf Records (what `wandb sync` reads) ----
-def wandb_records(path: Path) -> list:
-    from wandb.proto import wandb_internal_pb2
-    raw, block = path.read_bytes(), 32768
-    ident, magic, _version = struct.unpack("<4sHB", raw[:7])
-    assert (ident, magic) == (b":W&B", 0xBEE1), f"{path} is not a W&B transaction log"
-    records, pos, data = [], 7, b""
-    while pos + 7 <= len(raw):
-        left = block - pos % block
-        if left < 7:                                    # block trailer
-            pos += left
-            continue
-        checksum, length, kind = struct.unpack("<IHB", raw[pos:pos + 7])
-        if (checksum, length, kind) == (0, 0, 0):       # zero padding
-            pos += left
-            continue
-        chunk = raw[pos + 7:pos + 7 + length]
-        assert len(chunk) == length and zlib.crc32(chunk, zlib.crc32(bytes([kind]))) == checksum, \
-            f"{path}: corrupt record at byte {pos}"
-        pos += 7 + length
-        data = chunk if kind in (1, 2) else data + chunk  # 1 full, 2 first, 3 middle, 4 last
-        if kind in (1, 4):
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(data)
-            records.append(record)
-    return records
-
-
 def wandb_run(out: Path, study: str, trial_id: str) -> SimpleNamespace:
     """Every offline folder of the run `<study>-<trial_id>` (a restarted trial resumes its run in a
     new folder), read back: run records, history rows {key: value} and whether it was finished."""
@@ -290,25 +231,6 @@ def wandb_problems(out: Path, spec_hash: str, commit: str, trials: pd.DataFrame,
         if run.exits[-1:] != [0]:
             problems.append(f"{where}: run not finished (exit records {run.exits})")
     return problems
-
-
-# ---- the tiny study, run once --------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tiny(ray_local, study_env, tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    path = root / "tiny.yaml"
-    path.write_text(spec_text(root / "results", **TINY_SPEC))
-    spec = load_spec(path)
-    study = runner.prepare(spec)
-    runner.start_ray(None)   # a no-op: the session's Ray is already up
-    started = time.monotonic()
-    study.run()
-    out = study.out
-    return SimpleNamespace(
-        out=out, spec=spec, seconds=time.monotonic() - started,
-        trials=pd.read_parquet(out / "trials.parquet"), epochs=pd.read_parquet(out / "epochs.parquet"),
-        gradflow=pd.read_parquet(out / "gradflow.parquet"),
-        storage=f"sqlite:///{out / 'optuna.db'}")
 
 
 def test_ray_runs_on_loopback_only(ray_local):

@@ -1,5 +1,4 @@
 """Training-loop tests on the real embedded mnist-5k data and small synthetic CIFAR-shaped data."""
-import io
 import json
 import math
 import subprocess

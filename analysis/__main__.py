@@ -1,0 +1,6 @@
+"""`python -m analysis DIR [DIR ...]` is `archstudy analyze DIR [DIR ...]`."""
+import sys
+
+from study.cli import main
+
+sys.exit(main(["analyze", *sys.argv[1:]]))

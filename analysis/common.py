@@ -1,0 +1,117 @@
+"""Helpers shared by the question modules: picking rows out of the study tables, which direction of
+a column is better, grouping arms into depth series, number formatting for the verdict sentences,
+and turning frames into JSON-safe records. No statistics here (see stats.py) and no I/O.
+"""
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pandas as pd
+
+DEFAULTS = {"batchnorm": True, "width": float("nan"), "family": "", "depth": float("nan"),
+            "model": "", "seed": float("nan")}
+
+
+def rows(frame: pd.DataFrame | None, phase: str | None = None, status: str | None = None,
+         need: tuple = ()) -> pd.DataFrame:
+    """A copy of `frame` restricted to `phase` and `status` (when given), with every column in
+    `need` present (missing ones filled with DEFAULTS or NaN). Works on empty or column-less frames."""
+    frame = pd.DataFrame() if frame is None else frame
+    out = frame.copy()
+    for col in ("phase", "status", "arm", *need):
+        if col not in out:
+            out[col] = DEFAULTS.get(col, float("nan"))
+    if phase is not None:
+        out = out[out["phase"] == phase]
+    if status is not None:
+        out = out[out["status"] == status]
+    if "batchnorm" in out:
+        out["batchnorm"] = out["batchnorm"].fillna(True).astype(bool)
+    return out
+
+
+def confirmed(trials: pd.DataFrame | None, need: tuple = ()) -> pd.DataFrame:
+    """Completed confirmation trials (one per arm and seed)."""
+    return rows(trials, phase="confirm", status="completed", need=need)
+
+
+def higher_is_better(column: str) -> bool:
+    """Accuracies are better high, losses (and anything else) low."""
+    return "acc" in column
+
+
+def test_column(metric: str) -> str:
+    """The final test column of the metric's kind: val_acc -> final_test_acc, *_loss -> final_test_loss."""
+    return "final_test_acc" if metric.endswith("acc") else "final_test_loss"
+
+
+def series(model: str, depth, batchnorm: bool = True) -> str:
+    """The line of architectures a model's depth varies along, so depth trends never mix layouts:
+    'vgg', 'plain-6n+2' / 'resnet-6n+2' (He et al.'s CIFAR nets), 'plain' / 'resnet' (the 18/34
+    BasicBlock nets), 'mlp'; with '-nobn' appended for arms without BatchNorm."""
+    prefix = re.sub(r"\d+$", "", str(model))
+    if prefix in ("plain", "resnet") and _is_int(depth) and (int(depth) - 2) % 6 == 0:
+        prefix += "-6n+2"
+    return prefix + ("" if batchnorm else "-nobn")
+
+
+def with_series(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with a `series` column (see series()); group on it with dropna=False (width may be NaN)."""
+    out = frame.copy()
+    out["series"] = [series(m, d, b) for m, d, b in zip(out["model"], out["depth"], out["batchnorm"])]
+    out["width"] = out["width"].astype(float)
+    return out
+
+
+def _is_int(value) -> bool:
+    try:
+        return float(value).is_integer()
+    except (TypeError, ValueError):
+        return False
+
+
+# ---- words and numbers ---------------------------------------------------------------------------
+def num(x, digits: int = 3) -> str:
+    """A number for a sentence: 3 significant digits, 'n/a' for NaN/None."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a"
+    return f"{x:.{digits}g}"
+
+
+def ci(lo, hi, level: float) -> str:
+    """'95% CI 0.1 to 0.3', or 'no CI' when the bounds are NaN."""
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return "no CI"
+    return f"{level:.0%} CI {num(lo)} to {num(hi)}"
+
+
+def pval(p) -> str:
+    if p is None or not math.isfinite(p):
+        return "p n/a"
+    return "p<0.001" if p < 0.001 else f"p={p:.2g}"
+
+
+# ---- JSON ----------------------------------------------------------------------------------------
+def jsonable(obj):
+    """`obj` with numpy scalars as Python scalars, NaN/inf as None, tuples/arrays as lists: so that
+    json.dumps(obj) works and stays strict JSON."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray, pd.Series)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, pd.DataFrame):
+        return records(obj)
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if obj is pd.NA or obj is pd.NaT:
+        return None
+    return obj
+
+
+def records(frame: pd.DataFrame) -> list[dict]:
+    """The rows of `frame` as JSON-safe dicts (see jsonable)."""
+    return [jsonable(r) for r in frame.to_dict("records")]

@@ -1,0 +1,87 @@
+"""How fast does each arm learn, and how far apart do training and validation drift?
+
+    generalisation_gap(epochs)                       # per arm and epoch: train - val, mean over seeds
+    epochs_to_fraction(epochs, 0.95, "val_acc")      # per arm: epochs to reach 95% of the final value
+
+Both read the per-epoch table (`epochs`: one row per trial and epoch) of one phase (default the
+confirmation runs, which all have the full epoch budget) and use completed trials only: a trial
+whose last epoch's status is not "completed" (diverged, stopped early, crashed) is left out. If
+the table has no status at all, every trial is used.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .common import higher_is_better, rows
+from .stats import mean_ci
+
+GAP_COLUMNS = ["arm", "epoch", "n", "acc_gap", "loss_gap", "train_acc", "val_acc", "train_loss",
+               "val_loss"]
+FRACTION_COLUMNS = ["arm", "n", "epochs_mean", "ci_lo", "ci_hi", "epochs_min", "epochs_max",
+                    "final_mean"]
+
+
+def completed_epochs(epochs: pd.DataFrame | None, phase: str, need: tuple = ()) -> pd.DataFrame:
+    """The epoch rows of `phase` whose trial finished with status "completed", sorted by epoch."""
+    ep = rows(epochs, phase=phase, need=("trial_id", "epoch", *need))
+    ep = ep.sort_values(["arm", "trial_id", "epoch"])
+    if ep.empty or ep["status"].isna().all():
+        return ep
+    last = ep.groupby(["arm", "trial_id"])["status"].transform("last")
+    return ep[last == "completed"]
+
+
+def generalisation_gap(epochs: pd.DataFrame, phase: str = "confirm") -> pd.DataFrame:
+    """Per arm and epoch, means over seeds of acc_gap (train_acc - val_acc), loss_gap
+    (val_loss - train_loss) and of the four curves themselves; n = seeds.
+
+    Needs columns: phase, status, trial_id, arm, epoch, train_acc, val_acc, train_loss, val_loss.
+    A positive gap means the net does better on its training data than on held-out data.
+    """
+    ep = completed_epochs(epochs, phase, need=("train_acc", "val_acc", "train_loss", "val_loss"))
+    if ep.empty:
+        return pd.DataFrame(columns=GAP_COLUMNS)
+    ep = ep.assign(acc_gap=ep["train_acc"] - ep["val_acc"], loss_gap=ep["val_loss"] - ep["train_loss"])
+    curves = ["acc_gap", "loss_gap", "train_acc", "val_acc", "train_loss", "val_loss"]
+    out = ep.groupby(["arm", "epoch"]).agg(n=("trial_id", "nunique"), **{c: (c, "mean") for c in curves})
+    return out.reset_index()[GAP_COLUMNS]
+
+
+def first_epoch_at(epoch: np.ndarray, values: np.ndarray, fraction: float, higher: bool) -> float:
+    """The first epoch whose value reaches `fraction` of the final (last finite) value: value >=
+    fraction * final when higher is better, value <= final / fraction otherwise. NaN if no value."""
+    keep = np.isfinite(values)
+    epoch, values = epoch[keep], values[keep]
+    if not len(values):
+        return float("nan")
+    final = values[-1]
+    hit = values >= fraction * final if higher else values <= final / fraction
+    return float(epoch[np.argmax(hit)])   # the last epoch always hits, so argmax finds the first
+
+
+def epochs_to_fraction(epochs: pd.DataFrame, fraction: float = 0.95, column: str = "val_acc",
+                       phase: str = "confirm", level: float = 0.95) -> pd.DataFrame:
+    """Per arm: how many epochs each seed needs to reach `fraction` of its own final `column`
+    (see first_epoch_at; a loss column counts as reached at final / fraction), then the mean over
+    seeds with its t-interval.
+
+    Needs columns: phase, status, trial_id, arm, epoch (1-based), `column`. Columns: arm, n (seeds),
+    epochs_mean, ci_lo, ci_hi, epochs_min, epochs_max, final_mean (mean final value).
+    """
+    ep = completed_epochs(epochs, phase, need=(column,))
+    higher = higher_is_better(column)
+    table = []
+    for arm, g in ep.groupby("arm", sort=False):
+        reached, finals = [], []
+        for _, t in g.groupby("trial_id", sort=False):
+            values = t[column].to_numpy(dtype=float)
+            reached.append(first_epoch_at(t["epoch"].to_numpy(dtype=float), values, fraction, higher))
+            finite = values[np.isfinite(values)]
+            finals.append(finite[-1] if len(finite) else np.nan)
+        mean, lo, hi, n = mean_ci(reached, level)
+        table.append({"arm": arm, "n": n, "epochs_mean": mean, "ci_lo": lo, "ci_hi": hi,
+                      "epochs_min": np.nanmin(reached) if n else np.nan,
+                      "epochs_max": np.nanmax(reached) if n else np.nan,
+                      "final_mean": mean_ci(finals)[0]})
+    return pd.DataFrame(table, columns=FRACTION_COLUMNS)

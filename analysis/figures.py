@@ -1,0 +1,206 @@
+"""The report's plotly figures: pure functions, DataFrames in, `plotly.graph_objects.Figure` out.
+
+    from analysis import figures
+    colors = figures.arm_colors(tables.arms)
+    figures.learning_curves(tables.epochs, colors).show()
+
+Every figure takes `colors` ({arm: colour}, from `arm_colors`) so an arm has the same colour in all
+of them. Seed bands are the min-max range over seeds; lines are the mean.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+from .stats import mean_ci
+
+PALETTE = qualitative.Plotly + qualitative.D3 + qualitative.Dark24
+LAYOUT = dict(template="plotly_white", font=dict(size=12), legend=dict(title="arm"),
+              margin=dict(l=60, r=20, t=60, b=50))
+CURVES = (("train_loss", "training loss (cross-entropy)"), ("val_loss", "validation loss (cross-entropy)"),
+          ("train_acc", "training accuracy (fraction)"), ("val_acc", "validation accuracy (fraction)"))
+
+
+def arm_colors(arms: list[str]) -> dict[str, str]:
+    return {arm: PALETTE[i % len(PALETTE)] for i, arm in enumerate(arms)}
+
+
+def rgba(color: str, alpha: float) -> str:
+    color = color.lstrip("#")
+    r, g, b = (int(color[i:i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def empty(title: str, why: str) -> go.Figure:
+    fig = go.Figure()
+    fig.add_annotation(text=why, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    return fig.update_layout(title=title, xaxis_visible=False, yaxis_visible=False, **LAYOUT)
+
+
+def seed_band(fig, x, lo, hi, color, row=None, col=None) -> None:
+    fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([hi, lo[::-1]]),
+                             fill="toself", fillcolor=rgba(color, 0.18), line=dict(width=0),
+                             hoverinfo="skip", showlegend=False), row=row, col=col)
+
+
+def learning_curves(epochs: pd.DataFrame, colors: dict, phase: str = "confirm") -> go.Figure:
+    """Train/validation loss and accuracy per epoch: mean over seeds with the seeds' range."""
+    rows = epochs[epochs.phase == phase] if not epochs.empty else epochs
+    title = f"Learning curves ({phase} phase, mean over seeds, band = seed range)"
+    if rows.empty:
+        return empty(title, f"no {phase} epochs")
+    fig = make_subplots(rows=2, cols=2, subplot_titles=[label for _, label in CURVES],
+                        horizontal_spacing=0.08, vertical_spacing=0.14)
+    for arm, color in colors.items():
+        per_epoch = rows[rows.arm == arm].groupby("epoch")
+        if not len(per_epoch):
+            continue
+        for i, (column, _label) in enumerate(CURVES):
+            if column not in rows:
+                continue
+            stats = per_epoch[column].agg(["mean", "min", "max"]).dropna()
+            r, c = i // 2 + 1, i % 2 + 1
+            x = stats.index.to_numpy()
+            seed_band(fig, x, stats["min"].to_numpy(), stats["max"].to_numpy(), color, r, c)
+            fig.add_trace(go.Scatter(x=x, y=stats["mean"], mode="lines", name=arm, legendgroup=arm,
+                                     line=dict(color=color, width=2), showlegend=i == 0), row=r, col=c)
+    fig.update_xaxes(title_text="epoch")
+    return fig.update_layout(title=title, height=650, **LAYOUT)
+
+
+def depth_effect(trials: pd.DataFrame, metric: str, level: float = 0.95) -> go.Figure:
+    """Final validation metric and final training loss against depth, plain and residual families,
+    confirmation runs, mean with its confidence interval over seeds."""
+    done = trials[(trials.phase == "confirm") & (trials.status == "completed")
+                  & trials.family.isin(["plain", "residual"])]
+    title = f"Depth against final {metric} and training loss (mean, {level:.0%} CI over seeds)"
+    if done.empty:
+        return empty(title, "no completed confirmation runs of plain or residual networks")
+    columns = ((f"final_{metric}", f"final {metric}"), ("final_train_loss", "final training loss"))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=[label for _, label in columns])
+    styles = {"plain": dict(color="#d62728", symbol="circle"), "residual": dict(color="#1f77b4", symbol="square")}
+    for c, (column, label) in enumerate(columns, start=1):
+        for family, style in styles.items():
+            points = []
+            for (depth, arm), runs in done[done.family == family].groupby(["depth", "arm"]):
+                mean, lo, hi, n = mean_ci(runs[column].to_numpy(), level)
+                points.append((depth, arm, mean, 0 if math.isnan(lo) else mean - lo,
+                               0 if math.isnan(hi) else hi - mean, n))
+            if not points:
+                continue
+            depth, arm, mean, minus, plus, n = map(list, zip(*sorted(points)))
+            fig.add_trace(go.Scatter(
+                x=depth, y=mean, mode="lines+markers", name=family, legendgroup=family,
+                showlegend=c == 1, marker=dict(size=9, symbol=style["symbol"]), line=dict(color=style["color"]),
+                error_y=dict(type="data", array=plus, arrayminus=minus, visible=True),
+                text=[f"{a} (n={k})" for a, k in zip(arm, n)], hovertemplate="%{text}: %{y:.4f}"),
+                row=1, col=c)
+        fig.update_yaxes(title_text=label, row=1, col=c)
+    fig.update_xaxes(title_text="depth (weight layers)")
+    return fig.update_layout(title=title, height=450, **{**LAYOUT, "legend": dict(title="family")})
+
+
+def gradflow_heatmaps(profile: pd.DataFrame, arms: list[str], column: str = "grad_norm") -> go.Figure:
+    """Per arm, log10 of the per-layer gradient norm, layer (0 = input side) by epoch."""
+    title = f"Gradient flow: log10 {column} per layer and epoch (mean over seeds)"
+    if profile.empty:
+        return empty(title, "no gradient-flow data (gradient_flow was off)")
+    arms = [a for a in arms if a in set(profile.arm)]
+    cols = min(3, len(arms))
+    rows = math.ceil(len(arms) / cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=arms, horizontal_spacing=0.06,
+                        vertical_spacing=0.12 if rows > 1 else 0.1)
+    values = np.log10(profile[column].clip(lower=1e-12))
+    zmin, zmax = float(values.min()), float(values.max())
+    for i, arm in enumerate(arms):
+        grid = profile[profile.arm == arm].pivot_table(index="index", columns="epoch", values=column)
+        fig.add_trace(go.Heatmap(z=np.log10(grid.clip(lower=1e-12).to_numpy()), x=grid.columns, y=grid.index,
+                                 zmin=zmin, zmax=zmax, colorscale="Viridis", showscale=i == 0,
+                                 colorbar=dict(title=f"log10 {column}"),
+                                 hovertemplate="epoch %{x}, layer %{y}: %{z:.2f}<extra></extra>"),
+                      row=i // cols + 1, col=i % cols + 1)
+    fig.update_xaxes(title_text="epoch")
+    fig.update_yaxes(title_text="layer (0 = input side)")
+    return fig.update_layout(title=title, height=320 * rows + 80, **LAYOUT)
+
+
+def attenuation_curves(profile: pd.DataFrame, colors: dict, column: str = "grad_norm") -> go.Figure:
+    """Per arm, the per-layer gradient norm against relative depth (0 = input side, 1 = output), at
+    the first and the last epoch: a vanishing gradient shows as a curve falling towards 0."""
+    title = f"Gradient attenuation: {column} per layer, first (dotted) and last (solid) epoch"
+    if profile.empty:
+        return empty(title, "no gradient-flow data (gradient_flow was off)")
+    fig = go.Figure()
+    for arm, color in colors.items():
+        rows = profile[profile.arm == arm]
+        if rows.empty:
+            continue
+        for epoch, dash in ((rows.epoch.min(), "dot"), (rows.epoch.max(), "solid")):
+            curve = rows[rows.epoch == epoch].sort_values("index")
+            x = curve["index"] / max(1, curve["index"].max())
+            fig.add_trace(go.Scatter(x=x, y=curve[column], mode="lines", name=arm, legendgroup=arm,
+                                     showlegend=dash == "solid", line=dict(color=color, dash=dash),
+                                     hovertemplate=f"{arm}, epoch {epoch}: %{{y:.3g}}<extra></extra>"))
+    fig.update_xaxes(title_text="relative layer position (0 = input, 1 = output)")
+    fig.update_yaxes(title_text=f"{column} (log scale)", type="log")
+    return fig.update_layout(title=title, height=450, **LAYOUT)
+
+
+def search_curves(epochs: pd.DataFrame, trials: pd.DataFrame, metric: str, colors: dict) -> go.Figure:
+    """Every search trial's validation metric per epoch: completed trials solid, trials ASHA
+    stopped (pruned) dotted and faint, diverged ones ending in a cross."""
+    title = f"Search trials: {metric} per epoch (solid: completed, dotted: pruned by ASHA, x: diverged)"
+    search = epochs[epochs.phase == "search"] if not epochs.empty else epochs
+    if search.empty or metric not in search:
+        return empty(title, "no search epochs")
+    status = trials[trials.phase == "search"].set_index("trial_id")["status"].to_dict()
+    fig = go.Figure()
+    shown = set()
+    for trial_id, rows in search.sort_values("epoch").groupby("trial_id", sort=False):
+        arm, state = rows.arm.iloc[0], status.get(trial_id, "error")
+        pruned = state == "pruned"
+        fig.add_trace(go.Scatter(
+            x=rows.epoch, y=rows[metric], name=arm, legendgroup=arm, showlegend=arm not in shown,
+            mode="lines+markers" if state == "diverged" else "lines",
+            marker=dict(symbol="x", size=9), opacity=0.45 if pruned else 0.95,
+            line=dict(color=colors.get(arm, "#888"), dash="dot" if pruned else "solid"),
+            hovertemplate=f"{arm} {trial_id} ({state}): %{{y:.4f}}<extra></extra>"))
+        shown.add(arm)
+    fig.update_xaxes(title_text="epoch")
+    fig.update_yaxes(title_text=metric)
+    return fig.update_layout(title=title, height=450, **LAYOUT)
+
+
+def importance_bars(importances: pd.DataFrame, colors: dict) -> go.Figure:
+    """Optuna parameter importances (fANOVA) per arm, from completed search trials only."""
+    title = "Hyperparameter importance per arm (fANOVA, completed search trials only)"
+    if importances.empty:
+        return empty(title, "too few completed search trials (or a single searched parameter value)")
+    fig = go.Figure()
+    for arm, rows in importances.groupby("arm", sort=False):
+        fig.add_trace(go.Bar(x=rows.param, y=rows.importance, name=arm, marker_color=colors.get(arm, "#888")))
+    fig.update_xaxes(title_text="hyperparameter")
+    fig.update_yaxes(title_text="importance (fraction of variance)", range=[0, 1])
+    return fig.update_layout(title=title, barmode="group", height=400, **LAYOUT)
+
+
+def generalisation_gap(gap: pd.DataFrame, colors: dict) -> go.Figure:
+    """Training minus validation accuracy per epoch (mean over seeds): the generalisation gap."""
+    title = "Generalisation gap: training minus validation accuracy (mean over seeds)"
+    if gap.empty:
+        return empty(title, "no confirmation epochs")
+    column = "acc_gap" if "acc_gap" in gap else [c for c in gap.columns if "gap" in c][0]
+    fig = go.Figure()
+    for arm, color in colors.items():
+        rows = gap[gap.arm == arm].sort_values("epoch")
+        if not rows.empty:
+            fig.add_trace(go.Scatter(x=rows.epoch, y=rows[column], mode="lines+markers", name=arm,
+                                     line=dict(color=color)))
+    fig.update_xaxes(title_text="epoch")
+    fig.update_yaxes(title_text="accuracy gap (fraction)")
+    return fig.update_layout(title=title, height=400, **LAYOUT)

@@ -1,0 +1,164 @@
+"""The analysis package's only I/O: read study folders into DataFrames, write the answers and the
+report, and log them to W&B. Everything else in `analysis` is pure (DataFrame in, DataFrame,
+dict or figure out).
+
+    from analysis.io import load_studies
+    tables = load_studies(["~/archstudy-results/quick"])
+    tables.trials, tables.epochs, tables.gradflow      # pandas DataFrames (study/tables.py)
+
+Several folders can be read at once to compare studies: each arm is then called "<study>:<arm>" so
+that same-named arms of different studies stay apart.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from study.errors import StudyError
+from study.spec import StudySpec, load_spec, spec_hash
+
+TABLES = ("trials", "epochs", "gradflow")
+OUTPUTS = ("answers.md", "answers.json", "report.html")
+
+
+@dataclass
+class StudyTables:
+    """One or several studies' result tables, and what the analysis needs from their specs."""
+    folders: list[Path]
+    specs: list[StudySpec]
+    trials: pd.DataFrame
+    epochs: pd.DataFrame
+    gradflow: pd.DataFrame
+    arms: list[str] = field(default_factory=list)   # in the specs' order (colours follow it)
+
+    @property
+    def spec(self) -> StudySpec:
+        return self.specs[0]
+
+    @property
+    def name(self) -> str:
+        return "+".join(s.name for s in self.specs)
+
+    @property
+    def space(self) -> dict[str, tuple[str, list]]:
+        """The search space, {param: (kind, args)}: the first spec's (studies compared share it)."""
+        return {k: (d.kind, d.args) for k, d in self.spec.search.space.items()}
+
+
+def read_folder(folder: str | os.PathLike) -> tuple[Path, StudySpec, dict[str, pd.DataFrame]]:
+    """A study folder's resolved spec and its tables; a StudyError (one line) if it is not one."""
+    out = Path(folder).expanduser().resolve()
+    if not (out / "spec.yaml").is_file():
+        raise StudyError(f"{out} is not a study folder (no spec.yaml); give the folder that "
+                         "`archstudy run` printed as 'results'")
+    missing = [f"{t}.parquet" for t in TABLES if not (out / f"{t}.parquet").is_file()]
+    if missing:
+        raise StudyError(f"{out} has no {', '.join(missing)} yet: the study has not finished a "
+                         f"phase; run `archstudy resume {out}` first")
+    frames = {t: pd.read_parquet(out / f"{t}.parquet") for t in TABLES}
+    if frames["trials"].empty:
+        raise StudyError(f"{out}/trials.parquet holds no trial; nothing to analyse")
+    return out, load_spec(out / "spec.yaml"), frames
+
+
+def load_studies(folders: list[str | os.PathLike]) -> StudyTables:
+    """Read one or several study folders (see the module docstring for arm names)."""
+    if not folders:
+        raise StudyError("analyze: give at least one study folder")
+    read = [read_folder(f) for f in folders]
+    several = len(read) > 1
+    frames: dict[str, list[pd.DataFrame]] = {t: [] for t in TABLES}
+    arms: list[str] = []
+    for _out, spec, tables in read:
+        for t, frame in tables.items():
+            if several and not frame.empty:
+                frame = frame.assign(arm=spec.name + ":" + frame["arm"].astype(str))
+            frames[t].append(frame)
+        arms += [f"{spec.name}:{a}" if several else a for a in spec.arm_names]
+    return StudyTables(folders=[r[0] for r in read], specs=[r[1] for r in read],
+                       arms=list(dict.fromkeys(arms)),
+                       **{t: pd.concat(f, ignore_index=True) for t, f in frames.items()})
+
+
+# ---- writing -----------------------------------------------------------------------------------------
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_outputs(out: Path, answers: dict, markdown: str, html: str) -> dict[str, Path]:
+    """answers.json, answers.md and report.html in `out`, each written whole or not at all."""
+    out.mkdir(parents=True, exist_ok=True)
+    texts = {"answers.json": json.dumps(answers, indent=1, allow_nan=False),
+             "answers.md": markdown, "report.html": html}
+    for name, text in texts.items():
+        write_atomic(out / name, text)
+    return {name: out / name for name in texts}
+
+
+# ---- W&B -----------------------------------------------------------------------------------------------
+def wandb_mode(spec: StudySpec, override: str | None) -> str:
+    return override or spec.wandb.resolved_mode()
+
+
+def log_to_wandb(tables: StudyTables, figures: dict, frames: dict[str, pd.DataFrame], answers: dict,
+                 html: str, mode: str) -> str | None:
+    """Log the report's figures, tables, answers and the report itself to an `analysis` run in the
+    (first) study's W&B project and group, in `mode` (offline by default: synced later with the
+    trials' runs by the same `wandb sync` command). Returns the run's folder, or None if disabled."""
+    if mode == "disabled":
+        return None
+    import wandb
+
+    spec, out = tables.spec, tables.folders[0]
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run = wandb.init(
+        project=spec.wandb.project, entity=spec.wandb.entity, group=spec.name, job_type="analysis",
+        id=f"{spec.name}-analysis-{stamp}", name=f"analysis-{stamp}", dir=str(out), mode=mode,
+        tags=["analysis"], config={"studies": [s.name for s in tables.specs],
+                                   "spec_hashes": [spec_hash(s) for s in tables.specs]},
+        settings=wandb.Settings(console="off", x_disable_stats=True, silent=True),
+        reinit="create_new")
+    try:
+        row = {f"figures/{name}": wandb.Plotly(fig) for name, fig in figures.items()}
+        row.update({f"tables/{name}": wandb.Table(dataframe=frame.astype(object).where(frame.notna(), None))
+                    for name, frame in frames.items() if not frame.empty})
+        row["report"] = wandb.Html(html, inject=False)
+        row["answers"] = wandb.Html("<br>".join(answers.get("text", [])), inject=False)
+        run.log(row)
+        run.summary["answers"] = answers.get("text", [])
+        return run.dir
+    finally:
+        run.finish()
+
+
+def create_wandb_report(tables: StudyTables, answers: dict, save: bool):
+    """A W&B Report (wandb-workspaces) with the study's key panels; saved only when `save` (needs a
+    login and the network). Returns the report object, so it can be built and checked offline."""
+    import wandb_workspaces.reports.v2 as wr
+
+    spec = tables.spec
+    runs = wr.Runset(project=spec.wandb.project, entity=spec.wandb.entity or "", name=spec.name,
+                     filters=f"Config('group') == '{spec.name}'", groupby=["arm"])
+    metrics = ["train_loss", "val_loss", "train_acc", "val_acc"]
+    report = wr.Report(
+        project=spec.wandb.project, entity=spec.wandb.entity or "",
+        title=f"archstudy: {spec.name}",
+        description="Depth against residual connections: learning curves, gradient flow, answers.",
+        blocks=[wr.H1(f"Study {spec.name}"),
+                wr.MarkdownBlock("\n".join(f"- {t}" for t in answers.get("text", []))),
+                wr.PanelGrid(runsets=[runs], panels=[
+                    *[wr.LinePlot(title=m, x="epoch", y=[m], groupby="arm") for m in metrics],
+                    wr.LinePlot(title="first/last layer gradient norm", x="epoch",
+                                y=["gf_first_last_ratio"], log_y=True, groupby="arm"),
+                    wr.BarPlot(title=f"final {spec.metric}", metrics=[spec.metric], groupby="arm"),
+                ])])
+    if save:
+        report.save()
+    return report

@@ -1,0 +1,135 @@
+"""Which arm is best, and which differences are bigger than the seed-to-seed spread?
+
+    ranking(trials, metric="val_acc", mode="max")    # one row per arm, best first
+    pairwise(trials, metric="val_acc", mode="max")   # one row per pair of arms, Welch's t-test
+
+Both read the confirmation phase of the `trials` table (one row per trial) and score an arm by the
+final-epoch value of the metric (`final_<metric>`), the value the search also optimised. Only
+completed trials count; diverged, errored (or interrupted) confirmation trials are left out and
+counted in `excluded`.
+"""
+from __future__ import annotations
+
+import itertools
+
+import pandas as pd
+
+from .common import rows, test_column
+from .stats import NAN, clean, hedges_g, mean_ci, welch
+
+RANKING_COLUMNS = ["arm", "family", "depth", "n", "mean", "ci_lo", "ci_hi", "std", "test_mean",
+                   "test_ci_lo", "test_ci_hi", "excluded", "position", "rank", "tied_with"]
+PAIRWISE_COLUMNS = ["arm_a", "arm_b", "n_a", "n_b", "mean_a", "mean_b", "diff", "diff_ci_lo",
+                    "diff_ci_hi", "test", "t", "p", "df", "hedges_g", "verdict"]
+
+
+def arm_scores(trials: pd.DataFrame, metric: str) -> dict[str, list[float]]:
+    """arm -> the final metric of each completed confirmation trial (NaNs dropped)."""
+    col = f"final_{metric}"
+    confirm = rows(trials, phase="confirm", status="completed", need=(col,))
+    return {arm: list(clean(g[col])) for arm, g in confirm.groupby("arm", sort=False)}
+
+
+def ranking(trials: pd.DataFrame, metric: str = "val_acc", mode: str = "max",
+            level: float = 0.95) -> pd.DataFrame:
+    """One row per arm, sorted by mean, best first.
+
+    Needs columns: phase, status, arm, family, depth, final_<metric> and (optional) the final test
+    column of the same kind (final_test_acc for *_acc metrics, final_test_loss for *_loss).
+
+    Columns: arm, family, depth, n (completed seeds), mean, ci_lo, ci_hi (t-interval at `level`),
+    std, test_mean, test_ci_lo, test_ci_hi (NaN when there is no test metric), excluded
+    (confirmation trials not completed), position (1 = best mean), rank and tied_with.
+
+    tied_with lists the arms whose interval overlaps this arm's. An arm with a single seed has no
+    interval and counts as overlapping every arm. `rank` is 1 + the number of arms that are clearly
+    better (their whole interval lies on the better side of this arm's), so arms that overlap the
+    best arm all share rank 1: it is the best rank the data cannot rule out. Overlapping 95%
+    intervals is a conservative test; `pairwise` gives the Welch test of each difference.
+    Arms with no completed seed come last with n = 0 and NaN rank.
+    """
+    col, test = f"final_{metric}", test_column(metric)
+    confirm = rows(trials, phase="confirm", need=(col, test, "family", "depth"))
+    table = [_arm_row(arm, g, col, test, level) for arm, g in confirm.groupby("arm", sort=False)]
+    if not table:
+        return pd.DataFrame(columns=RANKING_COLUMNS)
+    frame = pd.DataFrame(table)
+    sign = 1.0 if mode == "max" else -1.0
+    frame = frame.assign(_key=-sign * frame["mean"]).sort_values("_key", na_position="last",
+                                                                kind="stable").drop(columns="_key")
+    frame["position"] = range(1, len(frame) + 1)
+    frame["rank"], frame["tied_with"] = _ranks(frame, sign)
+    return frame.reset_index(drop=True)[RANKING_COLUMNS]
+
+
+def _arm_row(arm: str, g: pd.DataFrame, col: str, test: str, level: float) -> dict:
+    done = g[g["status"] == "completed"]
+    mean, lo, hi, n = mean_ci(done[col], level)
+    test_mean, test_lo, test_hi, _ = mean_ci(done[test], level)
+    values = clean(done[col])
+    return {"arm": arm, "family": g["family"].iloc[0], "depth": g["depth"].iloc[0], "n": n,
+            "mean": mean, "ci_lo": lo, "ci_hi": hi, "std": float(values.std(ddof=1)) if n > 1 else NAN,
+            "test_mean": test_mean, "test_ci_lo": test_lo, "test_ci_hi": test_hi,
+            "excluded": int((g["status"] != "completed").sum())}
+
+
+def _ranks(frame: pd.DataFrame, sign: float) -> tuple[list, list]:
+    """(rank, tied_with) for each row of a ranking frame; see ranking()."""
+    arms = list(frame.itertuples(index=False))
+    ranks, ties = [], []
+    for me in arms:
+        if me.n == 0:
+            ranks.append(NAN)
+            ties.append([])
+            continue
+        others = [o for o in arms if o.arm != me.arm and o.n > 0]
+        better = {o.arm for o in others if _clearly_better(o, me, sign)}
+        worse = {o.arm for o in others if _clearly_better(me, o, sign)}
+        ranks.append(1 + len(better))
+        ties.append([o.arm for o in others if o.arm not in better | worse])
+    return ranks, ties
+
+
+def _clearly_better(a, b, sign: float) -> bool:
+    """a's whole interval lies on the better side of b's (False when either has no interval)."""
+    if sign > 0:
+        return bool(a.ci_lo > b.ci_hi)   # NaN compares False
+    return bool(a.ci_hi < b.ci_lo)
+
+
+def pairwise(trials: pd.DataFrame, metric: str = "val_acc", mode: str = "max",
+             level: float = 0.95) -> pd.DataFrame:
+    """Every pair of arms (arm_a ranked above arm_b by mean): Welch's t-test of the difference.
+
+    Needs the same columns as ranking(). Columns: arm_a, arm_b, n_a, n_b, mean_a, mean_b, diff
+    (mean a - mean b), diff_ci_lo, diff_ci_hi (Welch interval at `level`), test ("welch"), t, p, df,
+    hedges_g, verdict: "a better" / "b better" when the interval excludes 0 (i.e. p < 1 - level),
+    "tied" when it contains 0, "too few seeds" when either arm has fewer than 2 seeds (p is NaN).
+    """
+    order = ranking(trials, metric, mode, level)["arm"].tolist()
+    scores = arm_scores(trials, metric)
+    table = []
+    for a, b in itertools.combinations(order, 2):
+        xa, xb = scores.get(a, []), scores.get(b, [])
+        test = welch(xa, xb, level)
+        table.append({"arm_a": a, "arm_b": b, "n_a": test["n_a"], "n_b": test["n_b"],
+                      "mean_a": mean_ci(xa)[0], "mean_b": mean_ci(xb)[0], "diff": test["diff"],
+                      "diff_ci_lo": test["lo"], "diff_ci_hi": test["hi"], "test": "welch",
+                      "t": test["t"], "p": test["p"], "df": test["df"], "hedges_g": hedges_g(xa, xb),
+                      "verdict": verdict(test, mode, "a better", "b better")})
+    return pd.DataFrame(table, columns=PAIRWISE_COLUMNS)
+
+
+def verdict(test: dict, mode: str, a_wins: str, b_wins: str) -> str:
+    """Words for a welch() result of a - b: a_wins / b_wins when the interval excludes 0 on that
+    side (with `mode` saying whether higher is better), "tied" otherwise, "too few seeds" without
+    an interval."""
+    if test["n_a"] < 2 or test["n_b"] < 2 or pd.isna(test["lo"]):
+        return "too few seeds"
+    higher = a_wins if mode == "max" else b_wins
+    lower = b_wins if mode == "max" else a_wins
+    if test["lo"] > 0:
+        return higher
+    if test["hi"] < 0:
+        return lower
+    return "tied"

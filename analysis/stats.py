@@ -1,0 +1,142 @@
+"""Small statistics helpers for the analysis: confidence intervals, two-sample tests, effect sizes
+and regression slopes. Pure numpy/scipy; nothing here reads files or knows about studies.
+
+    from analysis.stats import mean_ci, welch, hedges_g, slope_ci
+    mean, lo, hi, n = mean_ci([0.91, 0.93, 0.92])          # t-interval of the mean
+    welch([1.0, 1.2, 1.1], [0.8, 0.9, 0.7])                # {'t', 'p', 'df', 'diff', 'lo', 'hi'}
+    slope_ci(depths, losses)                               # {'slope', 'lo', 'hi', 'p', 'n'}
+
+Every function drops NaNs first and answers NaN (never raises) when there is too little data:
+fewer than 2 values for a mean's interval, fewer than 2 per side for a two-sample test, fewer than
+3 points or a single distinct x for a slope.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+NAN = float("nan")
+
+
+def clean(values) -> np.ndarray:
+    """The finite values of `values` as a float array (NaN and +-inf dropped)."""
+    x = np.asarray(values, dtype=float).ravel()
+    return x[np.isfinite(x)]
+
+
+def t_quantile(level: float, df: float) -> float:
+    """The two-sided t critical value for a `level` interval with `df` degrees of freedom."""
+    return float(stats.t.ppf((1 + level) / 2, df))
+
+
+def mean_ci(values, level: float = 0.95) -> tuple[float, float, float, int]:
+    """(mean, lo, hi, n): the mean with its t-interval; lo and hi are NaN when n < 2."""
+    x = clean(values)
+    n = len(x)
+    if n == 0:
+        return NAN, NAN, NAN, 0
+    mean = float(x.mean())
+    if n < 2:
+        return mean, NAN, NAN, n
+    half = t_quantile(level, n - 1) * float(x.std(ddof=1)) / np.sqrt(n)
+    return mean, mean - half, mean + half, n
+
+
+def welch(a, b, level: float = 0.95) -> dict:
+    """Welch's two-sample t-test of mean(a) - mean(b), and that difference's interval.
+
+    Returns t, p (two-sided), df (Welch-Satterthwaite), diff, lo, hi, n_a, n_b. With fewer than 2
+    values on either side everything but diff and the counts is NaN. With no spread on either side
+    a nonzero difference gets p = 0 and a zero-width interval; a zero difference gets p = 1.
+    """
+    a, b = clean(a), clean(b)
+    na, nb = len(a), len(b)
+    diff = float(a.mean() - b.mean()) if na and nb else NAN
+    out = {"t": NAN, "p": NAN, "df": NAN, "diff": diff, "lo": NAN, "hi": NAN, "n_a": na, "n_b": nb}
+    if na < 2 or nb < 2:
+        return out
+    va, vb = a.var(ddof=1) / na, b.var(ddof=1) / nb
+    se = float(np.sqrt(va + vb))
+    if se == 0:
+        return {**out, "t": 0.0 if diff == 0 else np.sign(diff) * np.inf, "p": float(diff == 0),
+                "df": float(na + nb - 2), "lo": diff, "hi": diff}
+    df = float((va + vb) ** 2 / (va ** 2 / (na - 1) + vb ** 2 / (nb - 1)))
+    t = diff / se
+    half = t_quantile(level, df) * se
+    return {**out, "t": t, "p": float(2 * stats.t.sf(abs(t), df)), "df": df,
+            "lo": diff - half, "hi": diff + half}
+
+
+def hedges_g(a, b) -> float:
+    """Hedges' g: (mean(a) - mean(b)) / pooled SD, with the small-sample correction
+    1 - 3 / (4 (n_a + n_b) - 9). NaN with fewer than 2 values per side or no spread at all."""
+    a, b = clean(a), clean(b)
+    na, nb = len(a), len(b)
+    if na < 2 or nb < 2:
+        return NAN
+    pooled = np.sqrt(((na - 1) * a.var(ddof=1) + (nb - 1) * b.var(ddof=1)) / (na + nb - 2))
+    if pooled == 0:
+        return NAN
+    return float((a.mean() - b.mean()) / pooled * (1 - 3 / (4 * (na + nb) - 9)))
+
+
+def bootstrap_diff_ci(a, b, seed: int = 0, n: int = 2000, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval (lo, hi) of mean(a) - mean(b), resampling each side on its own.
+    NaN with fewer than 2 values on either side."""
+    a, b = clean(a), clean(b)
+    if len(a) < 2 or len(b) < 2:
+        return NAN, NAN
+    rng = np.random.default_rng(seed)
+    diffs = (rng.choice(a, (n, len(a))).mean(axis=1) - rng.choice(b, (n, len(b))).mean(axis=1))
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(diffs, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
+def slope_ci(x, y, level: float = 0.95) -> dict:
+    """OLS slope of y on x (scipy.stats.linregress) with its t-interval on n - 2 df.
+
+    Returns slope, lo, hi, p (two-sided, slope = 0), n. Pairs with a NaN in x or y are dropped;
+    with fewer than 3 points or a single distinct x, everything but n is NaN.
+    """
+    x, y = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    n = len(x)
+    if n < 3 or len(np.unique(x)) < 2:
+        return {"slope": NAN, "lo": NAN, "hi": NAN, "p": NAN, "n": n}
+    fit = stats.linregress(x, y)
+    half = t_quantile(level, n - 2) * fit.stderr
+    p = float(fit.pvalue) if np.isfinite(fit.pvalue) else float(fit.stderr == 0 and fit.slope == 0)
+    return {"slope": float(fit.slope), "lo": float(fit.slope - half), "hi": float(fit.slope + half),
+            "p": p, "n": n}
+
+
+def slope_diff_ci(x, y, group, level: float = 0.95) -> dict:
+    """How much steeper y rises with x where group is true than where it is false: the interaction
+    b3 of the OLS fit y = b0 + b1 x + b2 g + b3 x g (equal residual variance assumed in both groups).
+
+    Returns slope_true, slope_false, diff (= b3 = slope_true - slope_false), lo, hi, p, n. NaN unless
+    each group has 2+ distinct x and there are more than 4 points.
+    """
+    x, y = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
+    g = np.asarray(group, dtype=bool).ravel()
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y, g = x[keep], y[keep], g[keep]
+    n = len(x)
+    out = {"slope_true": NAN, "slope_false": NAN, "diff": NAN, "lo": NAN, "hi": NAN, "p": NAN, "n": n}
+    if n <= 4 or len(np.unique(x[g])) < 2 or len(np.unique(x[~g])) < 2:
+        return out
+    design = np.column_stack([np.ones(n), x, g, x * g])
+    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+    dof = n - 4
+    sigma2 = float(np.sum((y - design @ coef) ** 2) / dof)
+    se = float(np.sqrt(sigma2 * np.linalg.inv(design.T @ design)[3, 3]))
+    diff = float(coef[3])
+    if se == 0:
+        p = float(diff == 0)
+    else:
+        p = float(2 * stats.t.sf(abs(diff / se), dof))
+    half = t_quantile(level, dof) * se
+    return {**out, "slope_true": float(coef[1] + coef[3]), "slope_false": float(coef[1]), "diff": diff,
+            "lo": diff - half, "hi": diff + half, "p": p}

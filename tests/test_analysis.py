@@ -1,0 +1,178 @@
+"""The analysis package end to end on a real study (conftest's `tiny`: mlp and resnet20, search and
+confirmation on a local Ray), plus the figures and the report on synthetic frames.
+
+- `archstudy analyze DIR` writes answers.md, answers.json and a self-contained report.html with
+  every figure, and logs them to an offline W&B `analysis` run that we read back;
+- the notebook runs (nbclient) against the tiny study;
+- a W&B Report is built offline; bad folders give one line and exit 2.
+(The statistics themselves are tested on planted effects in test_analysis_stats.py.)
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import analysis
+from analysis import figures, io
+from study.cli import main
+from wandb_files import wandb_records
+
+REPO = Path(__file__).resolve().parents[1]
+FIGURES = ("learning_curves", "depth_effect", "gradflow_heatmaps", "attenuation_curves",
+           "generalisation_gap", "search_curves", "importance_bars")
+SECTIONS = ("ranking", "depth", "why", "convergence", "search")
+
+
+@pytest.fixture(scope="module")
+def analysed(tiny, tmp_path_factory):
+    """`archstudy analyze` on a copy of the tiny study (W&B offline), once for this module."""
+    out = tmp_path_factory.mktemp("analysed") / "tiny"
+    shutil.copytree(tiny.out, out)
+    code = main(["analyze", str(out), "--wandb-mode", "offline"])
+    return out, code
+
+
+def test_analyze_writes_answers_and_report(analysed):
+    out, code = analysed
+    assert code == 0
+    answers = json.loads((out / "answers.json").read_text())
+    assert set(SECTIONS) <= set(answers)
+    assert answers["text"] and all(isinstance(t, str) and t for t in answers["text"])
+    ranked = {row["arm"] for row in answers["ranking"]["ranking"]}
+    assert ranked == {"mlp-w1-h32", "resnet20-w0.125"}
+    markdown = (out / "answers.md").read_text()
+    for heading in ("1. Ranking", "2. Depth", "3. Why", "4. Convergence", "5. Search"):
+        assert f"## {heading}" in markdown
+
+
+def test_report_is_self_contained_with_every_figure(analysed):
+    html = (analysed[0] / "report.html").read_text()
+    for name in FIGURES:
+        assert f'id="fig-{name}"' in html, name
+    assert html.count("Plotly.newPlot") == len(FIGURES)
+    # plotly.js is embedded once (no CDN script), so the report opens offline
+    assert not re.search(r"<script[^>]+src=", html)
+    assert html.count("plotly.js v") >= 1 and len(html) > 3_000_000
+
+
+def test_tiny_study_answers_say_when_evidence_is_thin(analysed):
+    """Two seeds and one depth per family: the depth question can't be answered, and says so."""
+    answers = json.loads((analysed[0] / "answers.json").read_text())
+    depth_text = " ".join(answers["depth"]["text"]).lower()
+    assert "too few" in depth_text
+    assert not re.search(r"\bdegrades\b|\bimproves\b", depth_text)
+
+
+def test_analysis_run_is_logged_to_wandb_offline(analysed, tiny):
+    out, _ = analysed
+    folders = [f for f in (out / "wandb").glob("offline-run-*") if "analysis" in f.name]
+    assert len(folders) == 1, sorted(f.name for f in (out / "wandb").glob("offline-run-*"))
+    records = wandb_records(next(folders[0].glob("*.wandb")))
+    run = next(r.run for r in records if r.WhichOneof("record_type") == "run")
+    assert (run.run_group, run.job_type) == (tiny.spec.name, "analysis")
+    logged = {item.key or "/".join(item.nested_key) for r in records
+              if r.WhichOneof("record_type") == "history" for item in r.history.item}
+    for name in FIGURES:
+        assert any(key.startswith(f"figures/{name}") for key in logged), name
+    assert any(key.startswith("tables/ranking") for key in logged)
+    assert any(key.startswith("report") for key in logged)
+    assert any(r.WhichOneof("record_type") == "exit" and r.exit.exit_code == 0 for r in records)
+
+
+def test_notebook_runs_against_the_tiny_study(tiny, tmp_path):
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(REPO / "notebooks" / "depth_vs_residual.ipynb", as_version=4)
+    os.environ["ARCHSTUDY_STUDY"] = str(tiny.out)
+    try:
+        NotebookClient(notebook, timeout=300, kernel_name="python3",
+                       resources={"metadata": {"path": str(tmp_path)}}).execute()
+    finally:
+        os.environ.pop("ARCHSTUDY_STUDY")
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "study tiny" in text and "- " in text
+    assert sum("application/vnd.plotly.v1+json" in o.get("data", {}) for o in outputs) == len(FIGURES)
+
+
+def test_wandb_report_is_built_offline(tiny):
+    tables = io.load_studies([tiny.out])
+    answers, _, _ = analysis.compute(tables)
+    report = io.create_wandb_report(tables, answers, save=False)
+    assert report.title == "archstudy: tiny" and report.project == tiny.spec.wandb.project
+    grid = report.blocks[-1]
+    assert [p.title for p in grid.panels][:4] == ["train_loss", "val_loss", "train_acc", "val_acc"]
+    assert grid.runsets[0].filters == "Config('group') == 'tiny'"
+
+
+def test_two_studies_are_compared_with_arms_kept_apart(tiny, tmp_path):
+    other = tmp_path / "tiny2"
+    shutil.copytree(tiny.out, other)
+    text = (other / "spec.yaml").read_text().replace("name: tiny", "name: tiny2", 1)
+    (other / "spec.yaml").write_text(text)
+    tables = io.load_studies([tiny.out, other])
+    assert set(tables.trials.arm) == {f"{s}:{a}" for s in ("tiny", "tiny2")
+                                      for a in ("mlp-w1-h32", "resnet20-w0.125")}
+    assert main(["analyze", str(tiny.out), str(other), "--out", str(tmp_path / "both"),
+                 "--wandb-mode", "disabled"]) == 0
+    assert (tmp_path / "both" / "report.html").is_file()
+
+
+@pytest.mark.parametrize("files, expected", [
+    ({}, "is not a study folder"),
+    ({"spec.yaml": "name: x\n"}, "has no trials.parquet"),
+])
+def test_bad_folders_exit_2_with_one_line(files, expected, tmp_path, capsys):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    assert main(["analyze", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err and len(err.splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(files)   # nothing written
+
+
+def test_several_studies_need_an_out_folder(tiny, capsys):
+    assert main(["analyze", str(tiny.out), str(tiny.out), "--wandb-mode", "disabled"]) == 2
+    assert "--out" in capsys.readouterr().err
+
+
+# ---- figures on synthetic frames -------------------------------------------------------------------
+def synthetic_epochs(arms=("a", "b"), seeds=3, epochs=4) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, arm in enumerate(arms):
+        for seed in range(seeds):
+            for epoch in range(1, epochs + 1):
+                acc = 0.5 + 0.1 * epoch + 0.05 * i + rng.normal(0, 0.01)
+                rows.append(dict(phase="confirm", arm=arm, seed=seed, trial_id=f"{arm}{seed}", epoch=epoch,
+                                 train_loss=1 / epoch, val_loss=1.2 / epoch, train_acc=acc + 0.02, val_acc=acc))
+    return pd.DataFrame(rows)
+
+
+def test_each_arm_keeps_its_colour_across_figures():
+    epochs = synthetic_epochs()
+    colors = figures.arm_colors(["a", "b"])
+    assert colors["a"] != colors["b"]
+    fig = figures.learning_curves(epochs, colors)
+    lines = [t for t in fig.data if t.mode == "lines"]
+    assert len(lines) == 2 * 4   # two arms x four panels
+    assert {t.name: t.line.color for t in lines} == colors
+    a_mean = [t for t in lines if t.name == "a" and t.xaxis == "x4"][0]   # val accuracy panel
+    expected = epochs[epochs.arm == "a"].groupby("epoch").val_acc.mean()
+    assert np.allclose(a_mean.y, expected.to_numpy())
+
+
+def test_figures_explain_missing_data_instead_of_failing():
+    empty = pd.DataFrame(columns=["arm", "epoch", "index", "grad_norm", "phase"])
+    for fig in (figures.gradflow_heatmaps(empty, ["a"]), figures.attenuation_curves(empty, {"a": "#000000"}),
+                figures.learning_curves(empty, {"a": "#000000"})):
+        assert fig.layout.annotations and "no " in fig.layout.annotations[0].text
