@@ -77,6 +77,8 @@ def analyze(folders: list[str | os.PathLike], out: str | os.PathLike | None = No
     html = render_html(title, answers, figures, meta)
     paths = io.write_outputs(Path(out).expanduser(), answers, render_markdown(title, answers), html)
     wandb_dir = io.log_to_wandb(tables, figures, frames, answers, html, mode)
+    if len(tables.sources) == 1 and Path(out) == tables.folders[0]:
+        io.publish(tables.sources[0])   # a study in a bucket: upload the answers and report
     if wandb_report:
         io.create_wandb_report(tables, answers, save=True)
     return Analysis(tables, answers, figures, frames, render_terminal(title, answers), paths, wandb_dir)

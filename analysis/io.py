@@ -21,6 +21,7 @@ import pandas as pd
 
 from study.errors import StudyError
 from study.spec import StudySpec, load_spec, spec_hash
+from study.storage import STUDY_FILES, Store, is_uri
 
 TABLES = ("trials", "epochs", "gradflow")
 OUTPUTS = ("answers.md", "answers.json", "report.html")
@@ -35,6 +36,7 @@ class StudyTables:
     epochs: pd.DataFrame
     gradflow: pd.DataFrame
     arms: list[str] = field(default_factory=list)   # in the specs' order (colours follow it)
+    sources: list = field(default_factory=list)      # the folders as given (paths or bucket URIs)
 
     @property
     def spec(self) -> StudySpec:
@@ -50,9 +52,24 @@ class StudyTables:
         return {k: (d.kind, d.args) for k, d in self.spec.search.space.items()}
 
 
+def local_folder(folder: str | os.PathLike) -> Path:
+    """A study folder on this machine: for s3:// or gs:// the local mirror, refreshed first."""
+    if is_uri(folder):
+        store = Store(str(folder).rstrip("/"))
+        store.download(*STUDY_FILES)
+        return store.local
+    return Path(folder).expanduser().resolve()
+
+
+def publish(folder: str | os.PathLike, names=OUTPUTS + ("wandb",)) -> None:
+    """Upload the analysis outputs of a study stored in a bucket (a no-op for local folders)."""
+    if is_uri(folder):
+        Store(str(folder).rstrip("/")).upload(*names)
+
+
 def read_folder(folder: str | os.PathLike) -> tuple[Path, StudySpec, dict[str, pd.DataFrame]]:
     """A study folder's resolved spec and its tables; a StudyError (one line) if it is not one."""
-    out = Path(folder).expanduser().resolve()
+    out = local_folder(folder)
     if not (out / "spec.yaml").is_file():
         raise StudyError(f"{out} is not a study folder (no spec.yaml); give the folder that "
                          "`archstudy run` printed as 'results'")
@@ -80,7 +97,7 @@ def load_studies(folders: list[str | os.PathLike]) -> StudyTables:
                 frame = frame.assign(arm=spec.name + ":" + frame["arm"].astype(str))
             frames[t].append(frame)
         arms += [f"{spec.name}:{a}" if several else a for a in spec.arm_names]
-    return StudyTables(folders=[r[0] for r in read], specs=[r[1] for r in read],
+    return StudyTables(folders=[r[0] for r in read], specs=[r[1] for r in read], sources=list(folders),
                        arms=list(dict.fromkeys(arms)),
                        **{t: pd.concat(f, ignore_index=True) for t, f in frames.items()})
 

@@ -54,10 +54,14 @@ def finish(study) -> int:
         print(f"  {row.arm:<18} {row.mean:.4f} +/- {0 if pd.isna(row.std) else row.std:.4f}  (n={row.seeds})")
     counts = trials.groupby(["phase", "status"]).size().to_dict()
     print("trials: " + ", ".join(f"{p}/{s} {n}" for (p, s), n in counts.items()))
-    analyze_and_print([study.out], None, None, False)
-    print(f"results: {study.out}")
+    analyze_and_print([str(study.store)], None, None, False)
+    print(f"results: {study.store}")
     if study.spec.wandb.resolved_mode() == "offline":
-        print(f"W&B offline runs: wandb sync {study.out}/wandb/offline-run-*")
+        if study.store.remote:
+            print(f"W&B offline runs: {study.store}/wandb/ (also in {study.out}/wandb); upload them with "
+                  f"wandb sync {study.out}/wandb/offline-run-*")
+        else:
+            print(f"W&B offline runs: wandb sync {study.out}/wandb/offline-run-*")
     return 0
 
 
@@ -80,6 +84,7 @@ def cmd_run(args) -> int:
                                                wandb_mode=args.wandb_mode)
     from . import runner
     data = runner.study_data(spec)
+    runner.check_new_study(spec)
     runner.start_ray(args.address)
     if args.address:
         from .cluster import check_cluster

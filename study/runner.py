@@ -15,6 +15,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -25,13 +26,13 @@ from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
 from trainables.data import load_data
-from trainables.models import list_models  # noqa: F401 (fails early if torch is broken)
 
 from . import tables
 from .errors import StudyError
 from .progress import ProgressCallback
 from .search import ArmSearch, FixedConfigs, PerArmASHA, pruned_epochs, study_name
 from .spec import StudySpec, dump_spec, load_spec, spec_hash
+from .storage import STUDY_FILES, Store, is_uri, mirror_of
 from .trainable import Trial
 
 PHASES = ("search", "confirm")
@@ -84,15 +85,32 @@ def start_ray(address: str | None) -> None:
                  log_to_driver=False, configure_logging=True)
 
 
+class UploadCallback(tune.Callback):
+    """With a bucket: upload the driver's study files (optuna.db, study.json) after every finished
+    trial, so a driver lost mid-phase can be resumed from the bucket alone."""
+
+    def __init__(self, store: Store, *names: str):
+        self.store, self.names = store, names
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.store.upload(*self.names)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.store.upload(*self.names)
+
+
 def trial_dirname(trial) -> str:
     return f"{trial.config['arm']}_{trial.trial_id}"
 
 
 class Study:
-    def __init__(self, spec: StudySpec, out: Path):
-        self.spec, self.out = spec, out
-        self.state_path = out / "study.json"
-        self.optuna_url = f"sqlite:///{out / 'optuna.db'}"
+    """A study folder (study/storage.py: local, or a bucket with a local mirror) and its phases.
+    `out` is the local folder this process reads and writes (the mirror for a bucket)."""
+
+    def __init__(self, spec: StudySpec, store: Store):
+        self.spec, self.store, self.out = spec, store, store.local
+        self.state_path = self.out / "study.json"
+        self.optuna_url = f"sqlite:///{self.out / 'optuna.db'}"
 
     # ---- state ----
     def state(self) -> dict:
@@ -100,12 +118,15 @@ class Study:
 
     def mark(self, **changes) -> None:
         write_atomic(self.state_path, json.dumps({**self.state(), **changes}, indent=1))
+        self.store.upload("study.json")
 
     def wandb_settings(self) -> dict:
         w = self.spec.wandb
         return {"project": w.project, "entity": w.entity, "group": self.spec.name,
-                "mode": w.resolved_mode(), "dir": str(self.out), "spec_hash": spec_hash(self.spec),
-                "git_commit": git_commit()}
+                "mode": w.resolved_mode(), "spec_hash": spec_hash(self.spec), "git_commit": git_commit(),
+                # with a bucket, each node writes its runs locally and uploads them when they end
+                "dir": str(mirror_of(self.store.remote) if self.store.remote else self.out),
+                "upload_to": f"{self.store.remote}/wandb" if self.store.remote else None}
 
     # ---- configs ----
     def arm_configs(self) -> dict[str, dict]:
@@ -123,12 +144,13 @@ class Study:
 
     def run_config(self, phase: str) -> tune.RunConfig:
         return tune.RunConfig(
-            name=phase, storage_path=str(self.out), verbose=0,
+            name=phase, storage_path=self.store.ray_path, verbose=0,
             # num_to_keep makes Tune save the experiment state every num_to_keep checkpoints; keeping
             # 3, the checkpoint a (possibly late) saved state points at still exists on `resume`.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=3),
             failure_config=tune.FailureConfig(max_failures=self.spec.failure.max_retries),
-            callbacks=[ProgressCallback(phase, self.spec), JsonLoggerCallback(), CSVLoggerCallback()])
+            callbacks=[ProgressCallback(phase, self.spec), JsonLoggerCallback(), CSVLoggerCallback(),
+                       UploadCallback(self.store, "optuna.db", "study.json")])
 
     def search_tuner(self, data) -> tune.Tuner:
         s = self.spec
@@ -172,17 +194,21 @@ class Study:
 
     # ---- phases ----
     def run_phase(self, phase: str, data) -> None:
-        path = self.out / phase
-        if tune.Tuner.can_restore(str(path)):
+        path = self.store.phase_path(phase)
+        if tune.Tuner.can_restore(path):
             pruned = pruned_epochs(self.optuna_url, self.spec.name, self.spec.arm_names)
-            tuner = tune.Tuner.restore(str(path), trainable=self.trainable(data, pruned),
+            tuner = tune.Tuner.restore(path, trainable=self.trainable(data, pruned),
                                        resume_unfinished=True, resume_errored=True)
         else:
-            if path.exists():   # killed before Tune saved any state: keep it aside, start afresh
-                path.rename(path.with_name(f"{phase}.interrupted-{time.strftime('%Y%m%d-%H%M%S')}"))
+            local = self.out / phase
+            if local.exists() and not self.store.remote:   # killed before Tune saved any state:
+                local.rename(local.with_name(f"{phase}.interrupted-{time.strftime('%Y%m%d-%H%M%S')}"))
             tuner = self.search_tuner(data) if phase == "search" else self.confirm_tuner(data)
         tuner.fit()
+        for done in PHASES[:PHASES.index(phase) + 1]:   # the tables cover every phase so far
+            self.store.fetch_results(done)
         tables.write_tables(self.out, self.spec)
+        self.store.upload("optuna.db", "trials.parquet", "epochs.parquet", "gradflow.parquet")
         self.mark(phase=PHASES[PHASES.index(phase) + 1] if phase != PHASES[-1] else "done")
 
     def run(self, data=None) -> None:
@@ -198,24 +224,53 @@ def study_data(spec: StudySpec):
     return data.subset(**spec.subset.model_dump()) if spec.subset else data
 
 
-def prepare(spec: StudySpec) -> Study:
-    """Create the output folder for a new study (refusing to overwrite another one)."""
-    out = spec.out_dir()
-    if not isinstance(out, Path):
-        raise StudyError(f"storage: {spec.storage!r} is not supported by this version; expected a "
-                         "local or shared-filesystem path")
-    if (out / "spec.yaml").exists():
-        raise StudyError(f"{out} already holds a study; use `archstudy resume {out}` or pick "
+def check_new_study(spec: StudySpec) -> Store:
+    """Refuse, before anything runs or is written, a study folder that already holds a study or
+    storage this process cannot write to."""
+    store = Store(spec.out_dir())
+    if store.exists("spec.yaml") or (store.local / "spec.yaml").exists():
+        raise StudyError(f"{store} already holds a study; use `archstudy resume {store}` or pick "
                          "another --name")
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "spec.yaml", dump_spec(spec))
-    study = Study(spec, out)
+    check_writable(store.local)
+    return store
+
+
+def prepare(spec: StudySpec) -> Study:
+    """Create the output folder for a new study (refusing to overwrite another one); with a bucket,
+    the local mirror is created and spec.yaml is uploaded."""
+    store = check_new_study(spec)
+    store.local.mkdir(parents=True, exist_ok=True)
+    write_atomic(store.local / "spec.yaml", dump_spec(spec))
+    store.upload("spec.yaml")
+    study = Study(spec, store)
     study.mark(phase="search", spec_hash=spec_hash(spec))
     return study
 
 
+def check_writable(folder: Path) -> None:
+    """Raise a one-line StudyError unless this process can create `folder` and write in it; leaves
+    nothing behind (the probe goes into the nearest existing ancestor and is removed)."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(20, f"{existing} is not a folder")
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".archstudy-write-probe-") as probe:
+            probe.write(b"0" * 4096)
+            probe.flush()
+    except OSError as e:
+        raise StudyError(f"storage: cannot write to {folder} ({e.strerror or e}); choose a writable "
+                         "storage path with --storage or the spec's storage key") from None
+
+
 def reopen(folder: str | os.PathLike) -> Study:
-    out = Path(folder).expanduser().resolve()
+    """A study folder to resume: a local path, or a bucket URI (its files are downloaded into the
+    local mirror first; Ray Tune restores the phases from the bucket itself)."""
+    location = folder if is_uri(folder) else Path(folder).expanduser().resolve()
+    store = Store(str(location).rstrip("/") if is_uri(location) else location)
+    store.download(*STUDY_FILES, "wandb")
+    out = store.local
     if not (out / "spec.yaml").is_file() or not (out / "study.json").is_file():
-        raise StudyError(f"{out} is not a study folder (no spec.yaml / study.json)")
-    return Study(load_spec(out / "spec.yaml"), out)
+        raise StudyError(f"{store} is not a study folder (no spec.yaml / study.json)")
+    return Study(load_spec(out / "spec.yaml"), store)

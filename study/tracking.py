@@ -31,6 +31,18 @@ def open_run(settings: dict, config: dict, trial_id: str, tags: list[str]):
     )
 
 
+def finish_run(run, settings: dict) -> None:
+    """Finish the run (its files are complete on disk after this); with bucket storage, upload the
+    run's offline folder to <study>/wandb/ in the bucket."""
+    run.finish()
+    if settings.get("upload_to") and settings["mode"] == "offline":
+        from pathlib import Path
+
+        from .storage import upload_folder
+        folder = Path(run.dir).parent   # .../wandb/offline-run-<time>-<id>/files -> the run folder
+        upload_folder(folder, f"{settings['upload_to']}/{folder.name}")
+
+
 def log_epoch(run, metrics: dict) -> None:
     """Per-epoch scalars, plus the per-layer gradient flow as a table."""
     if run is None:

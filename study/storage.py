@@ -1,0 +1,121 @@
+"""Where a study's files live: a local (or shared-filesystem) folder, or a bucket (s3://, gs://).
+
+    storage: ~/archstudy-results          # the study folder is ~/archstudy-results/<name>
+    storage: s3://my-bucket/results       # the study folder is s3://my-bucket/results/<name>
+
+With a local path everything is written in place. With a bucket, Ray Tune writes the experiment
+folders (every trial's results and checkpoints) straight to the bucket, from whichever node runs the
+trial, and the driver keeps the study's own files in a local mirror (`~/.cache/archstudy/mirror/...`,
+or under $ARCHSTUDY_CACHE): spec.yaml, study.json, optuna.db (SQLite needs a local file), the tables
+and the analysis. The mirror is uploaded whenever it changes in a way `resume` needs (the study
+state, optuna.db after every finished trial, the tables after each phase), so a driver on another
+machine can `archstudy resume s3://...` the study. W&B offline runs are written on the trial's
+node and uploaded to <study>/wandb/ when the trial ends.
+
+The buckets are reached through pyarrow's filesystems (what Ray uses): credentials and endpoints
+come from the usual environment (AWS_* variables or instance roles; GOOGLE_APPLICATION_CREDENTIALS).
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from .errors import StudyError
+
+# The study's own files, which the driver keeps in the mirror (everything else is Ray's).
+STUDY_FILES = ("spec.yaml", "study.json", "optuna.db", "trials.parquet", "epochs.parquet",
+               "gradflow.parquet", "answers.md", "answers.json", "report.html")
+RESULT_FILES = ("params.json", "result.json", "error.txt", "error.pkl")   # per trial, for the tables
+
+
+def is_uri(location: str | os.PathLike) -> bool:
+    return isinstance(location, str) and re.match(r"(s3|gs)://", location) is not None
+
+
+def mirror_of(uri: str) -> Path:
+    """The local mirror folder of a study in a bucket."""
+    root = Path(os.environ.get("ARCHSTUDY_CACHE", Path.home() / ".cache" / "archstudy")).expanduser()
+    scheme, rest = uri.split("://", 1)
+    return root / "mirror" / scheme / rest.strip("/")
+
+
+def filesystem(uri: str):
+    """(pyarrow filesystem, path inside it) of a bucket URI."""
+    import pyarrow.fs as pafs
+    try:
+        return pafs.FileSystem.from_uri(uri)
+    except Exception as e:   # pyarrow raises ArrowInvalid/OSError with multi-line messages
+        raise StudyError(f"storage: {uri!r} cannot be opened ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:160]})") from None
+
+
+class Store:
+    """A study folder: `local` is where this process reads and writes the study's own files;
+    `remote` is the bucket URI (None for local storage); `ray_path` is what Ray Tune is given."""
+
+    def __init__(self, out: Path | str):
+        self.remote = out if is_uri(out) else None
+        self.local = mirror_of(out) if self.remote else Path(out)
+        if self.remote:
+            self.fs, self.root = filesystem(self.remote)
+
+    @property
+    def ray_path(self) -> str:
+        return self.remote or str(self.local)
+
+    def phase_path(self, phase: str) -> str:
+        return f"{self.remote}/{phase}" if self.remote else str(self.local / phase)
+
+    def __str__(self) -> str:
+        return self.ray_path
+
+    # ---- bucket operations (no-ops for local storage) ----
+    def exists(self, name: str) -> bool:
+        if not self.remote:
+            return (self.local / name).exists()
+        import pyarrow.fs as pafs
+        return self.fs.get_file_info(f"{self.root}/{name}").type != pafs.FileType.NotFound
+
+    def upload(self, *names: str) -> None:
+        """Copy the named files or folders of the mirror to the bucket (those that exist)."""
+        if not self.remote:
+            return
+        import pyarrow.fs as pafs
+        for name in names:
+            source = self.local / name
+            if source.exists():
+                pafs.copy_files(str(source), f"{self.root}/{name}", source_filesystem=pafs.LocalFileSystem(),
+                                destination_filesystem=self.fs)
+
+    def download(self, *names: str) -> None:
+        """Copy the named files or folders from the bucket into the mirror (those that exist)."""
+        if not self.remote:
+            return
+        import pyarrow.fs as pafs
+        for name in names:
+            if self.exists(name):
+                target = self.local / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                pafs.copy_files(f"{self.root}/{name}", str(target), source_filesystem=self.fs,
+                                destination_filesystem=pafs.LocalFileSystem())
+
+    def fetch_results(self, phase: str) -> None:
+        """Download every trial's params.json and result.json (not its checkpoints) of a phase, so
+        the tables can be built from the mirror."""
+        if not self.remote:
+            return
+        import pyarrow.fs as pafs
+        selector = pafs.FileSelector(f"{self.root}/{phase}", recursive=True, allow_not_found=True)
+        for info in self.fs.get_file_info(selector):
+            if info.type == pafs.FileType.File and info.base_name in RESULT_FILES:
+                relative = info.path[len(self.root) + 1:]
+                if relative.count("/") == 2:   # <phase>/<trial>/<file>
+                    self.download(relative)
+
+
+def upload_folder(folder: str | os.PathLike, uri: str) -> None:
+    """Copy a local folder to a bucket URI (used on worker nodes for W&B offline runs)."""
+    import pyarrow.fs as pafs
+    fs, path = filesystem(uri)
+    pafs.copy_files(str(folder), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)

@@ -1,0 +1,133 @@
+"""Studies stored in a bucket (s3://), against a real S3 server on 127.0.0.1 (moto's server,
+started here; conftest's study_env points AWS_ENDPOINT_URL at it for this process and for the Ray
+workers).
+
+A small study runs its search phase with `storage: s3://...`; then the driver's machine is "lost"
+(its local mirror deleted), and `archstudy resume s3://...` finishes the study from the bucket
+alone: nothing re-runs, and the bucket ends up holding everything a local study folder holds.
+Also: unwritable local storage is refused before anything runs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.fs as pafs
+import pytest
+
+from studies import spec_text
+from study import runner
+from study.cli import main
+from study.spec import load_spec
+from study.storage import mirror_of
+
+BUCKET = "archstudy-test"
+URI = f"s3://{BUCKET}/results"
+SPEC = dict(name="bucketed", epochs=2, seeds=[0, 1], arms=["model: mlp, hidden: [16]"])
+
+
+@pytest.fixture(scope="module")
+def s3(study_env):
+    """A moto S3 server on the port conftest chose, with an empty bucket; stopped afterwards."""
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    port = endpoint.rsplit(":", 1)[1]
+    server = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1",
+                               "-p", port], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(endpoint, timeout=1)
+            break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                pytest.fail("moto_server did not start")
+            time.sleep(0.2)
+    import boto3
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
+    fs, _ = pafs.FileSystem.from_uri(URI)
+    yield fs
+    server.terminate()
+    server.wait(timeout=10)
+
+
+def listing(fs, path: str) -> set[str]:
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
+    return {i.path[len(path) + 1:] for i in infos if i.type == pafs.FileType.File}
+
+
+@pytest.fixture(scope="module")
+def bucketed(s3, ray_local, tmp_path_factory):
+    """Search phase in the bucket, the mirror deleted, then `archstudy resume s3://...`."""
+    path = tmp_path_factory.mktemp("bucketed") / "spec.yaml"
+    path.write_text(spec_text(URI, **SPEC))
+    spec = load_spec(path)
+    study = runner.prepare(spec)
+    assert study.store.remote == f"{URI}/bucketed" and study.out == mirror_of(f"{URI}/bucketed")
+    study.run_phase("search", runner.study_data(spec))
+    searched = pd.read_parquet(study.out / "trials.parquet")
+    shutil.rmtree(study.out)                       # the driver's machine is gone
+    code = main(["resume", f"{URI}/bucketed"])
+    return study, searched, code
+
+
+def test_resume_from_the_bucket_alone_finishes_without_rerunning(bucketed):
+    study, searched, code = bucketed
+    assert code == 0
+    trials = pd.read_parquet(study.out / "trials.parquet")
+    assert json.loads((study.out / "study.json").read_text())["phase"] == "done"
+    search = trials[trials.phase == "search"]
+    assert sorted(search.trial_id) == sorted(searched.trial_id)      # nothing re-ran, nothing lost
+    assert (search.set_index("trial_id").epochs_run == searched.set_index("trial_id").epochs_run).all()
+    confirm = trials[trials.phase == "confirm"]
+    assert len(confirm) == 2 and (confirm.status == "completed").all()
+
+
+def test_the_bucket_holds_the_whole_study(bucketed, s3):
+    study, _, _ = bucketed
+    files = listing(s3, f"{BUCKET}/results/bucketed")
+    for name in ("spec.yaml", "study.json", "optuna.db", "trials.parquet", "epochs.parquet",
+                 "gradflow.parquet", "answers.md", "answers.json", "report.html"):
+        assert name in files, name
+    trials = pd.read_parquet(study.out / "trials.parquet")
+    for row in trials.itertuples():
+        assert f"{row.path}/result.json" in files and f"{row.path}/params.json" in files
+        assert any(f.startswith(f"{row.path}/checkpoint_") for f in files), row.path
+        runs = [f for f in files if f.startswith("wandb/offline-run-")
+                and f.endswith(f"-{row.study}-{row.trial_id}.wandb")]
+        assert runs, f"no W&B offline run of {row.trial_id} in the bucket"
+    # the bucket's tables are the mirror's
+    with s3.open_input_file(f"{BUCKET}/results/bucketed/trials.parquet") as f:
+        assert pd.read_parquet(f).trial_id.tolist() == trials.trial_id.tolist()
+
+
+def test_a_second_study_with_the_same_name_is_refused(bucketed, capsys, tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text(spec_text(URI, **SPEC))
+    assert main(["run", str(path)]) == 2
+    assert "already holds a study" in capsys.readouterr().err
+
+
+def test_unwritable_storage_is_refused_before_anything_runs(tmp_path, capsys, study_env):
+    if os.geteuid() == 0:
+        # root ignores permission bits: a read-only bind would need mount rights; use a path under
+        # a regular file instead, which no user can create folders in
+        blocked = tmp_path / "file"
+        blocked.write_text("not a folder")
+        storage = blocked / "results"
+    else:
+        storage = tmp_path / "ro"
+        storage.mkdir(mode=0o500)
+    path = tmp_path / "spec.yaml"
+    path.write_text(spec_text(storage, **SPEC))
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: storage: cannot write to") and len(err.splitlines()) == 1
+    assert str(storage) in err
