@@ -22,6 +22,7 @@ import pandas as pd
 from study.errors import StudyError
 from study.spec import StudySpec, load_spec, spec_hash
 from study.storage import STUDY_FILES, Store, is_uri
+from study.tracking import LEAN_SETTINGS
 
 TABLES = ("trials", "epochs", "gradflow")
 OUTPUTS = ("answers.md", "answers.json", "report.html")
@@ -140,7 +141,7 @@ def log_to_wandb(tables: StudyTables, figures: dict, frames: dict[str, pd.DataFr
         id=f"{spec.name}-analysis-{stamp}", name=f"analysis-{stamp}", dir=str(out), mode=mode,
         tags=["analysis"], config={"studies": [s.name for s in tables.specs],
                                    "spec_hashes": [spec_hash(s) for s in tables.specs]},
-        settings=wandb.Settings(console="off", x_disable_stats=True, silent=True),
+        settings=wandb.Settings(**LEAN_SETTINGS),
         reinit="create_new")
     try:
         row = {f"figures/{name}": wandb.Plotly(fig) for name, fig in figures.items()}

@@ -111,6 +111,7 @@ class Study:
         self.spec, self.store, self.out = spec, store, store.local
         self.state_path = self.out / "study.json"
         self.optuna_url = f"sqlite:///{self.out / 'optuna.db'}"
+        self.callbacks: list[tune.Callback] = []   # extra Tune callbacks (benchmarks use one)
 
     # ---- state ----
     def state(self) -> dict:
@@ -150,7 +151,7 @@ class Study:
             checkpoint_config=tune.CheckpointConfig(num_to_keep=3),
             failure_config=tune.FailureConfig(max_failures=self.spec.failure.max_retries),
             callbacks=[ProgressCallback(phase, self.spec), JsonLoggerCallback(), CSVLoggerCallback(),
-                       UploadCallback(self.store, "optuna.db", "study.json")])
+                       UploadCallback(self.store, "optuna.db", "study.json"), *self.callbacks])
 
     def search_tuner(self, data) -> tune.Tuner:
         s = self.spec

@@ -13,7 +13,10 @@ finishing, which loses that trial's W&B history.
 from __future__ import annotations
 
 import os
+import re
 import time
+import warnings
+from pathlib import Path
 
 import ray
 import torch
@@ -25,6 +28,32 @@ from trainables.train import Trainer
 from . import tracking
 
 STATE_FILE = "state.pt"
+CHECKPOINT_DIR = re.compile(r"checkpoint_(\d+)")   # Tune's names for a trial's checkpoint folders
+
+
+class CheckpointFallbackWarning(RuntimeWarning):
+    """A trial's checkpoint could not be loaded: it continues from an older one, or from scratch."""
+
+
+def older_checkpoints(checkpoint_dir: str) -> list[Path]:
+    """The trial's checkpoint folders older than `checkpoint_dir` (its siblings in the trial folder,
+    which keeps the last 3), newest first. Empty when `checkpoint_dir` is not one of Tune's
+    checkpoint_NNNNNN folders (e.g. a temporary copy of a checkpoint downloaded from a bucket)."""
+    path = Path(checkpoint_dir)
+    current = CHECKPOINT_DIR.fullmatch(path.name)
+    if current is None:
+        return []
+    older = []
+    for sibling in path.parent.iterdir():
+        match = CHECKPOINT_DIR.fullmatch(sibling.name)
+        if match and sibling.is_dir() and int(match.group(1)) < int(current.group(1)):
+            older.append((int(match.group(1)), sibling))
+    return [sibling for _, sibling in sorted(older, reverse=True)]
+
+
+def first_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0][:200] if lines else ""
 
 
 class Trial(tune.Trainable):
@@ -68,9 +97,42 @@ class Trial(tune.Trainable):
                    os.path.join(checkpoint_dir, STATE_FILE))
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
-        state = torch.load(os.path.join(checkpoint_dir, STATE_FILE), weights_only=True)
-        self.trainer.load_state_dict(state["trainer"])
-        self.last = state["last"]
+        """Continue from `checkpoint_dir`. If its state file is missing or does not load, continue
+        from the newest older checkpoint of this trial that does, or else from scratch (epoch 0),
+        with a CheckpointFallbackWarning (in the worker's stderr). The epochs after the one restored
+        are then run again, identically on the CPU, and their new reports replace the old ones
+        (tables.py keeps an epoch's last report). Tune set its iteration count from the checkpoint
+        it asked for; it is set to the epoch actually restored, so that training_iteration (what
+        ASHA counts) stays equal to the trial's `epoch`."""
+        failures, restored = [], None
+        for path in [Path(checkpoint_dir), *older_checkpoints(checkpoint_dir)]:
+            try:
+                state = torch.load(path / STATE_FILE, weights_only=True)
+                # a partly applied state is fully overwritten by the next one that loads, or
+                # replaced by a new Trainer below
+                self.trainer.load_state_dict(state["trainer"])
+                self.last = state["last"]
+            except Exception as e:   # a damaged file raises anything from EOFError to IndexError
+                failures.append(f"{path.name}: {type(e).__name__}: {first_line(e)}")
+                continue
+            restored = path
+            break
+        if restored is None:
+            self.restart_trainer()
+        if failures:
+            outcome = (f"continuing from {restored.name} (epoch {self.trainer.epoch}), so the "
+                       f"epochs after it run again" if restored is not None
+                       else "none of its checkpoints loads: restarting it from scratch (epoch 0)")
+            warnings.warn(f"trial {self.trial_id} ({Path(checkpoint_dir).parent}): cannot load "
+                          f"{'; '.join(failures)}; {outcome}", CheckpointFallbackWarning)
+        self._iteration = self.trainer.epoch   # Tune's training_iteration: the epochs done
+
+    def restart_trainer(self) -> None:
+        """A new Trainer at epoch 0, as start() builds it (the same seed: the same initial state)."""
+        config = self.trial_config
+        self.trainer = Trainer(training_options(config), self.data)
+        self.epochs = self.trainer.run(test=config["phase"] == "confirm")
+        self.last = None
 
     def cleanup(self) -> None:
         if self.run is not None:

@@ -1,0 +1,381 @@
+"""Fault injection (issue 6, items 4 and 5), on real components: a local Ray instance on 127.0.0.1
+(conftest.ray_local), Optuna in SQLite, W&B offline, the mnist-5k data.
+
+- A diverging arm: a tiny study with a fixed lr of 7.0 and three MLP arms. One hidden layer of 32
+  never diverges (its ReLUs die instead); [64, 64] completes with seed 0 and diverges in epoch 2 with
+  seed 1; [64, 64, 64] diverges in epoch 1. Each outcome is the same for lr x (1 +/- 1%) and with
+  1 or 2 torch threads, so it is no knife-edge that another CPU's rounding could flip. The study
+  must finish, record the diverged trials truthfully (tables, Optuna), confirm the arms that have
+  a completed search trial, and the analysis must report the diverged trials and leave them out of
+  its statistics.
+- Damaged checkpoints: Trial.load_checkpoint falls back to the trial's previous checkpoint, or to a
+  fresh start, with a warning; directly on a folder of checkpoints, and through Tune, where a
+  callback damages a trial's checkpoint files as Tune registers them and then SIGKILLs the worker,
+  so that Tune restores the trial from the damaged checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+import warnings
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+import torch
+from optuna.trial import TrialState
+from ray import tune
+from ray.tune.logger import JsonLoggerCallback
+
+from analysis import questions
+from study import runner, tables
+from study.search import study_name
+from study.spec import load_spec
+from study.trainable import STATE_FILE, CheckpointFallbackWarning, Trial
+from trainables.data import load_data
+
+from studies import spec_text
+
+EPOCHS = 4   # of the checkpoint tests' trials
+CONFIG = {"model": "resnet20", "width": 0.125, "epochs": EPOCHS, "lr": 0.05, "batch_size": 32,
+          "seed": 0, "phase": "confirm"}   # BatchNorm: its running statistics are in the state too
+LOCAL_CONFIG = {**CONFIG, "model": "mlp", "hidden": [32], "width": 1.0}   # quick: many restores
+
+
+# ---- helpers ---------------------------------------------------------------------------------------
+def read_results(trial_dir: Path) -> list[dict]:
+    """Every line of a trial's result.json (tables.read_results keeps only an epoch's last one)."""
+    path = trial_dir / "result.json"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] \
+        if path.exists() else []
+
+
+def scores(row: dict) -> dict:
+    """What an epoch computed (no timings, no Tune bookkeeping): equal in a replayed epoch."""
+    keys = [k for k in row if k.startswith(("train_", "val_", "test_", "gf_")) and k != "train_seconds"]
+    return {k: row.get(k) for k in sorted(keys) + ["epoch", "lr", "status", "grad_flow"]}
+
+
+def state_file(trial_dir: Path, index: int) -> Path:
+    return trial_dir / f"checkpoint_{index:06d}" / STATE_FILE
+
+
+def damage(path: Path, how: str) -> None:
+    """Truncate, overwrite with garbage, delete, or (`partial`) keep a loadable file whose model
+    part applies but whose optimiser part is gone, so that loading fails half-way through."""
+    if how == "truncated":
+        path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+    elif how == "garbage":
+        path.write_bytes(os.urandom(4096))
+    elif how == "missing":
+        path.unlink()
+    elif how == "partial":
+        state = torch.load(path, weights_only=True)
+        del state["trainer"]["optimizer"]
+        torch.save(state, path)
+    else:
+        raise ValueError(how)
+
+
+# ---- 1. a diverging arm ----------------------------------------------------------------------------
+DIVERGING_SPEC = dict(name="diverging", epochs=2, seeds=[0, 1],
+                      arms=["model: mlp, hidden: [32], name: steady",
+                            "model: mlp, hidden: [64, 64], name: edge",
+                            "model: mlp, hidden: [64, 64, 64], name: boom"])
+
+
+def diverging_spec_text(storage: Path) -> str:
+    """tests/studies.py's template with one trial per arm and no searched option: lr is fixed at
+    7.0, so each arm's one search trial is its best configuration as it stands."""
+    text = spec_text(storage, **DIVERGING_SPEC)
+    for old, new in (("trials_per_arm: 3", "trials_per_arm: 1"),
+                     ("  space:\n    lr: {loguniform: [0.001, 0.3]}\n", "  space: {}\n"),
+                     ("    batch_size: 32\n", "    batch_size: 32\n    lr: 7.0\n")):
+        assert text.count(old) == 1, f"tests/studies.py's template changed: no {old!r}"
+        text = text.replace(old, new)
+    return text
+
+
+@pytest.fixture(scope="module")
+def diverging(ray_local, study_env, tmp_path_factory):
+    root = tmp_path_factory.mktemp("diverging")
+    path = root / "diverging.yaml"
+    path.write_text(diverging_spec_text(root / "results"))
+    spec = load_spec(path)
+    study = runner.prepare(spec)
+    started = time.monotonic()
+    study.run()
+    out = study.out
+    trials = pd.read_parquet(out / "trials.parquet")
+    epochs = pd.read_parquet(out / "epochs.parquet")
+    gradflow = pd.read_parquet(out / "gradflow.parquet")
+    answers = questions.answers(trials, epochs, gradflow, metric=spec.metric, mode=spec.mode,
+                                epochs_budget=spec.epochs, space={})
+    return dict(out=out, spec=spec, trials=trials, epochs=epochs, answers=answers,
+                seconds=time.monotonic() - started, storage=f"sqlite:///{out / 'optuna.db'}")
+
+
+def trial_rows(trials: pd.DataFrame, phase: str, arm: str) -> pd.DataFrame:
+    return trials[(trials.phase == phase) & (trials.arm == arm)].sort_values("seed")
+
+
+def test_diverging_arm_study_finishes_and_confirms_the_others(diverging):
+    d = diverging
+    assert json.loads((d["out"] / "study.json").read_text())["phase"] == "done"
+    assert d["seconds"] < 90, f"the diverging study took {d['seconds']:.0f} s"
+    trials = d["trials"]
+    assert (trials.phase == "search").sum() == 3
+    search = {arm: trial_rows(trials, "search", arm) for arm in ("steady", "edge", "boom")}
+    assert {arm: (r.status.tolist(), r.epochs_run.tolist()) for arm, r in search.items()} == {
+        "steady": (["completed"], [2]), "edge": (["completed"], [2]), "boom": (["diverged"], [1])}
+    # boom has no completed search trial: it is not confirmed; the others are, with every seed
+    confirm = {arm: trial_rows(trials, "confirm", arm) for arm in ("steady", "edge", "boom")}
+    assert confirm["boom"].empty
+    assert confirm["steady"].status.tolist() == ["completed", "completed"]
+    # edge's best configuration diverges with seed 1, in its last epoch
+    assert confirm["edge"].status.tolist() == ["completed", "diverged"]
+    assert confirm["edge"].epochs_run.tolist() == [2, 2]
+
+
+def test_diverged_trials_are_recorded_truthfully(diverging):
+    d = diverging
+    trials, epochs = d["trials"], d["epochs"]
+    for row in trials[trials.status == "diverged"].itertuples():
+        mine = epochs[(epochs.phase == row.phase) & (epochs.trial_id == row.trial_id)].sort_values("epoch")
+        last = mine.iloc[-1]
+        # the diverged epoch is kept, with its non-finite loss and without validation metrics
+        assert last.status == "diverged" and last.epoch == row.epochs_run
+        assert not math.isfinite(last.train_loss)
+        assert pd.isna(last.val_acc) and pd.isna(row.final_val_acc)
+        assert (mine.status.iloc[:-1] == "running").all()
+    # Optuna: the diverged search trial is FAIL (not PRUNED, not COMPLETE with a made-up score)
+    states = {}
+    for arm in ("steady", "edge", "boom"):
+        study = optuna.load_study(study_name=study_name("diverging", arm), storage=d["storage"])
+        states[arm] = [(t.state, t.value) for t in study.trials]
+    assert states["boom"] == [(TrialState.FAIL, None)]
+    for arm in ("steady", "edge"):
+        (state, value), = states[arm]
+        row = trial_rows(trials, "search", arm).iloc[0]
+        assert state == TrialState.COMPLETE and value == row.final_val_acc
+
+
+def test_analysis_reports_diverged_trials_and_leaves_them_out(diverging):
+    d = diverging
+    ranking = questions.ranking(d["trials"], d["spec"].metric, d["spec"].mode).set_index("arm")
+    assert set(ranking.index) == {"steady", "edge"}   # boom never reached the confirmation phase
+    assert ranking.loc["steady", ["n", "excluded"]].tolist() == [2, 0]
+    assert ranking.loc["edge", ["n", "excluded"]].tolist() == [1, 1]
+    completed = trial_rows(d["trials"], "confirm", "edge").query("status == 'completed'")
+    assert ranking.loc["edge", "mean"] == completed.final_val_acc.iloc[0]   # the diverged seed is out
+    assert pd.isna(ranking.loc["edge", "ci_lo"])   # one seed left: no interval is claimed
+
+    answers = d["answers"]
+    json.dumps(answers, allow_nan=False)   # NaN from diverged rows becomes null, not invalid JSON
+    ranked = {r["arm"]: r for r in answers["ranking"]["ranking"]}
+    assert ranked["edge"]["excluded"] == 1 and ranked["edge"]["n"] == 1
+    text = "\n".join(answers["text"])
+    assert "Left out: confirmation trials that did not complete (edge 1)." in text
+    assert "Too few seeds for an interval (fewer than 2): edge;" in text
+    savings = {r["arm"]: r for r in answers["search"]["asha_savings"]}
+    assert (savings["boom"]["diverged"], savings["boom"]["completed"]) == (1, 0)
+    assert "1 diverged" in text
+    assert "boom: no completed search trial, so no best configuration." in text
+    pairs = answers["pairwise"]["pairwise"]
+    assert [(p["arm_a"], p["arm_b"], p["n_a"] + p["n_b"], p["verdict"]) for p in pairs] \
+        in ([("steady", "edge", 3, "too few seeds")], [("edge", "steady", 3, "too few seeds")])
+
+
+# ---- 2. damaged checkpoints: Trial.load_checkpoint on a folder -------------------------------------
+@pytest.fixture(scope="module")
+def data():
+    return load_data("mnist-5k").subset(train=300, val=100, test=100)
+
+
+@pytest.fixture(scope="module")
+def local_trial(ray_local, data, tmp_path_factory):
+    """A factory of Trials outside Tune. Trial.setup asks Ray for the node id, which starts a Ray
+    instance when none is up (so: ray_local), and a Trainable without Tune makes its log folder
+    under ~/ray_results (so: a temporary one)."""
+    from ray.tune.trainable import trainable as trainable_module
+
+    class LocalTrial(Trial):
+        def setup(self, config):
+            super().setup(config, data=data, wandb_settings={"mode": "disabled"})
+
+    made = []
+
+    def make() -> Trial:
+        trial = LocalTrial({**LOCAL_CONFIG, "arm": "local"})
+        made.append(trial)
+        return trial
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trainable_module, "DEFAULT_STORAGE_PATH", str(tmp_path_factory.mktemp("logdirs")))
+        yield make
+        for trial in made:
+            trial.stop()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(local_trial, tmp_path_factory):
+    """One trial trained through all epochs, saving a checkpoint after each of the first three in
+    Tune's layout (trial folder / checkpoint_00000N / state.pt, N = epoch - 1)."""
+    trial, folder, results = local_trial(), tmp_path_factory.mktemp("checkpoints"), []
+    for epoch in range(1, EPOCHS + 1):
+        results.append(trial.train())
+        if epoch < EPOCHS:
+            checkpoint = folder / f"checkpoint_{epoch - 1:06d}"
+            checkpoint.mkdir()
+            trial.save_checkpoint(str(checkpoint))
+    assert [r["epoch"] for r in results] == list(range(1, EPOCHS + 1)) and results[-1]["done"]
+    return folder, results
+
+
+def restore(local_trial, uninterrupted, tmp_path, damaged: dict[int, str], index: int = 2):
+    """A copy of the uninterrupted trial's checkpoints with `damaged` {index: how}, and a new Trial
+    restored (as Tune does it) from checkpoint_00000<index>; returns (trial, its warnings)."""
+    import shutil
+    folder = tmp_path / "trial"
+    shutil.copytree(uninterrupted[0], folder)
+    for i, how in damaged.items():
+        damage(state_file(folder, i), how)
+    trial = local_trial()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trial.restore(str(folder / f"checkpoint_{index:06d}"))
+    return trial, [w for w in caught if issubclass(w.category, CheckpointFallbackWarning)]
+
+
+def train_rest(trial) -> list[dict]:
+    rows = []
+    while not (rows and rows[-1]["done"]):
+        rows.append(trial.train())
+    return rows
+
+
+def assert_replays_exactly(trial, uninterrupted, first_epoch: int) -> None:
+    """The restored trial runs epochs first_epoch..EPOCHS, each equal to the uninterrupted run's,
+    and Tune's training_iteration equals the epoch (ASHA counts it)."""
+    rows, reference = train_rest(trial), uninterrupted[1]
+    assert [r["epoch"] for r in rows] == list(range(first_epoch, EPOCHS + 1))
+    assert [r["training_iteration"] for r in rows] == [r["epoch"] for r in rows]
+    assert [scores(r) for r in rows] == [scores(reference[r["epoch"] - 1]) for r in rows]
+
+
+def test_intact_checkpoint_loads_without_warning(local_trial, uninterrupted, tmp_path):
+    trial, warned = restore(local_trial, uninterrupted, tmp_path, {})
+    assert warned == [] and trial.trainer.epoch == 3
+    assert_replays_exactly(trial, uninterrupted, first_epoch=4)
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbage", "missing", "partial"])
+def test_damaged_checkpoint_falls_back_to_the_previous_one(local_trial, uninterrupted, tmp_path, how):
+    trial, warned = restore(local_trial, uninterrupted, tmp_path, {2: how})
+    assert trial.trainer.epoch == 2
+    assert len(warned) == 1, [str(w.message) for w in warned]
+    message = str(warned[0].message)
+    assert "cannot load checkpoint_000002: " in message
+    assert "continuing from checkpoint_000001 (epoch 2)" in message
+    assert_replays_exactly(trial, uninterrupted, first_epoch=3)
+
+
+def test_fallback_skips_every_damaged_checkpoint_and_never_uses_a_newer_one(local_trial, uninterrupted,
+                                                                            tmp_path):
+    """Restoring checkpoint_000001 (damaged) while an intact, newer checkpoint_000002 lies beside
+    it (a checkpoint Tune had not registered): the trial goes back to checkpoint_000000."""
+    trial, warned = restore(local_trial, uninterrupted, tmp_path, {1: "garbage"}, index=1)
+    assert trial.trainer.epoch == 1 and len(warned) == 1
+    assert "continuing from checkpoint_000000 (epoch 1)" in str(warned[0].message)
+    assert_replays_exactly(trial, uninterrupted, first_epoch=2)
+
+
+def test_no_checkpoint_loads_restarts_from_scratch(local_trial, uninterrupted, tmp_path):
+    """The newest checkpoint fails half-way (its model weights are already in place when the
+    optimiser state is found missing), the older ones do not load at all: the trial must start
+    from a new Trainer, not from epoch 0 with epoch-3 weights."""
+    trial, warned = restore(local_trial, uninterrupted, tmp_path,
+                            {2: "partial", 1: "missing", 0: "truncated"})
+    assert trial.trainer.epoch == 0 and trial.last is None
+    assert len(warned) == 1
+    message = str(warned[0].message)
+    for name in ("checkpoint_000002: KeyError", "checkpoint_000001: FileNotFoundError",
+                 "checkpoint_000000: ", "restarting it from scratch (epoch 0)"):
+        assert name in message, message
+    assert_replays_exactly(trial, uninterrupted, first_epoch=1)
+
+
+# ---- 2. damaged checkpoints: through Tune ----------------------------------------------------------
+class DamageAndKill(tune.Callback):
+    """When Tune registers the checkpoint of epoch `epoch` of a trial whose arm is in `plans`,
+    damage that trial's checkpoint files as planned ({checkpoint index: how}), then SIGKILL its
+    worker. Tune calls on_checkpoint while the worker waits (Tune schedules the next step only
+    once the save is processed), and registers the checkpoint right after the callback, so the
+    restart is always from checkpoint_00000<epoch - 1> with exactly the planned damage."""
+
+    def __init__(self, epoch: int, plans: dict[str, dict[int, str]]):
+        self.epoch, self.plans, self.killed = epoch, plans, {}
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        arm = trial.config["arm"]
+        if arm in self.plans and arm not in self.killed and trial.last_result["epoch"] == self.epoch:
+            folder = Path(checkpoint.path)
+            assert folder.name == f"checkpoint_{self.epoch - 1:06d}", folder
+            for index, how in self.plans[arm].items():
+                damage(state_file(folder.parent, index), how)
+            self.killed[arm] = trial.last_result["pid"]
+            os.kill(self.killed[arm], signal.SIGKILL)
+
+
+def worker_stderr(pid: int) -> str:
+    import ray
+    logs = Path(ray._private.worker._global_node.get_logs_dir_path())
+    return "".join(p.read_text(errors="replace") for p in logs.glob(f"worker-*-{pid}.err"))
+
+
+def test_tune_restores_a_trial_from_damaged_checkpoints(ray_local, study_env, data, tmp_path):
+    """Three identical trials; at epoch 3 of 4 `fallback`'s newest checkpoint is truncated and
+    `scratch`'s three checkpoints are damaged (missing, garbage, truncated), then their workers
+    are killed. Tune restores both from checkpoint_000002: `fallback` continues from epoch 2 (it
+    runs epoch 3 again), `scratch` from epoch 0. Every epoch, replayed or not, equals the
+    uninterrupted `steady` trial's, and training_iteration stays equal to the epoch."""
+    plans = {"fallback": {2: "truncated"}, "scratch": {2: "missing", 1: "garbage", 0: "truncated"}}
+    killer = DamageAndKill(epoch=3, plans=plans)
+    trainable = tune.with_resources(
+        tune.with_parameters(Trial, data=data, wandb_settings={"mode": "disabled"}), {"cpu": 1})
+    tuner = tune.Tuner(
+        trainable, param_space={**CONFIG, "arm": tune.grid_search(["steady", *plans])},
+        tune_config=tune.TuneConfig(trial_dirname_creator=lambda t: t.config["arm"]),
+        run_config=tune.RunConfig(name="damaged", storage_path=str(tmp_path), verbose=0,
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=3),
+                                  failure_config=tune.FailureConfig(max_failures=1),
+                                  callbacks=[killer, JsonLoggerCallback()]))
+    grid = tuner.fit()
+    assert not grid.errors and set(killer.killed) == set(plans)
+    steady = read_results(tmp_path / "damaged" / "steady")
+    assert [r["epoch"] for r in steady] == list(range(1, EPOCHS + 1))
+    for arm, first in (("fallback", 3), ("scratch", 1)):
+        rows = read_results(tmp_path / "damaged" / arm)
+        before = [r for r in rows if r["pid"] == killer.killed[arm]]
+        after = [r for r in rows if r["pid"] != killer.killed[arm]]
+        assert [r["epoch"] for r in before] == [1, 2, 3] and rows[:3] == before, arm
+        assert [r["epoch"] for r in after] == list(range(first, EPOCHS + 1)), arm
+        assert len({r["pid"] for r in after}) == 1 and after[0]["iterations_since_restore"] == 1
+        assert [r["training_iteration"] for r in rows] == [r["epoch"] for r in rows], arm
+        assert after[-1]["status"] == "completed" and after[-1]["done"]
+        for row in rows:
+            assert scores(row) == scores(steady[row["epoch"] - 1]), (arm, row["epoch"])
+        # the tables keep each epoch once: its last report
+        assert [scores(r) for r in tables.read_results(tmp_path / "damaged" / arm)] \
+            == [scores(r) for r in steady]
+        stderr = worker_stderr(after[0]["pid"])
+        assert "CheckpointFallbackWarning" in stderr and "cannot load checkpoint_000002" in stderr, \
+            f"{arm}: no warning in the restarted worker's stderr:\n{stderr[-2000:]}"
+    assert "continuing from checkpoint_000001 (epoch 2)" in worker_stderr(
+        read_results(tmp_path / "damaged" / "fallback")[-1]["pid"])
+    assert "restarting it from scratch (epoch 0)" in worker_stderr(
+        read_results(tmp_path / "damaged" / "scratch")[-1]["pid"])
