@@ -9,11 +9,20 @@ and the commands to follow it. Before a driver on a cluster writes anything, `ch
 sure every node can run the study: no trial asks for more CPUs or GPUs than a node has, and a
 local storage path is one that every node sees (a shared filesystem); a path only the head sees is
 an error naming s3://, gs:// or a shared filesystem.
+
+Addresses are probed before Ray or the Jobs API is asked (`check_reachable`): Ray's own connect loop
+retries an unreachable GCS for about 14 minutes (20 tries of 5 + 5 + 30 s; the knobs are
+RAY_gcs_server_port_wait_time_s, RAY_gcs_rpc_server_connect_timeout_s and
+RAY_py_gcs_connect_timeout_s), and requests waits on an unanswered SYN for minutes. A cluster with
+token authentication (Ray's default) refuses a client that sends no token or the wrong one: that is
+a one-line error naming RAY_AUTH_MODE=token and where the token is read from.
 """
 from __future__ import annotations
 
 import os
+import re
 import shlex
+import socket
 import tempfile
 import time
 import uuid
@@ -23,6 +32,65 @@ from .errors import StudyError
 from .spec import StudySpec, dump_spec
 
 JOB_DONE = ("SUCCEEDED", "FAILED", "STOPPED")
+TOKEN_SOURCES = "~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN"
+
+
+# ---- reaching a cluster ------------------------------------------------------------------------------
+def target_of(address: str) -> tuple[str, int] | None:
+    """(host, port) that a connection to `address` goes to, or None where that is not known here.
+    GCS addresses (HOST:PORT, auto) are resolved as ray.init resolves them (which may swap a loopback
+    address for this machine's address); ray://HOST[:PORT] and http(s)://HOST[:PORT] are taken as is."""
+    scheme = re.match(r"^([a-z]+)://", address)
+    if scheme is None:
+        from ray._private import services
+        try:
+            address = services.canonicalize_bootstrap_address(address)
+        except Exception:   # a malformed address: ray.init says what is wrong with it
+            return None
+        if address is None:   # `auto` with no cluster recorded here: ray.init says so at once
+            return None
+    else:
+        address = address[len(scheme.group(0)):]
+    ports = {"ray": 10001, "http": 80, "https": 443, None: None}
+    match = re.match(r"^(\[[^\]]+\]|[^:/\[\]]+)(?::(\d+))?(?:/.*)?$", address)
+    if match is None:
+        return None
+    port = match.group(2) or ports.get(scheme and scheme.group(1))
+    return (match.group(1).strip("[]"), int(port)) if port else None
+
+
+def check_reachable(address: str, what: str = "a Ray cluster", timeout: float = 10.0) -> None:
+    """A one-line StudyError unless something accepts a TCP connection at `address` within
+    `timeout` seconds (the connection is closed at once)."""
+    target = target_of(address)
+    if target is None:
+        return
+    try:
+        with socket.create_connection(target, timeout=timeout):
+            pass
+    except OSError as e:
+        reason = ("connection refused" if isinstance(e, ConnectionRefusedError) else
+                  f"no answer in {timeout:g} s" if isinstance(e, TimeoutError) else
+                  e.strerror or type(e).__name__)
+        where = "" if f"{target[0]}:{target[1]}" in address else f" ({target[0]}:{target[1]})"
+        raise StudyError(f"--address: cannot reach {what} at {address!r}{where}: {reason}; is the "
+                         "cluster up, and is this its address?") from None
+
+
+def auth_problem(address: str, what: str, refused_token: bool) -> StudyError:
+    """The one-line error for a cluster with token authentication that refused this process."""
+    mode = os.environ.get("RAY_AUTH_MODE", "")
+    if refused_token:
+        detail = (f"it refused this process's token: RAY_AUTH_MODE={mode} is set, but the token "
+                  f"({TOKEN_SOURCES}) is not the cluster's")
+    elif mode == "token":
+        detail = (f"it wants a token and RAY_AUTH_MODE=token is set, but no token was found "
+                  f"({TOKEN_SOURCES})")
+    else:
+        detail = (f"it wants a token and this process sent none (RAY_AUTH_MODE is "
+                  f"{mode or 'unset'}): set RAY_AUTH_MODE=token and give it the cluster's token "
+                  f"({TOKEN_SOURCES})")
+    return StudyError(f"--address: {what} at {address!r} uses token authentication; {detail}")
 
 
 # ---- checks on a running cluster (after ray.init(address=...)) ---------------------------------------
@@ -46,20 +114,30 @@ def check_shared_storage(root: Path, nodes: list[dict]) -> None:
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    root.mkdir(parents=True, exist_ok=True)
+    created = [folder for folder in (root, *root.parents) if not folder.exists()]
     marker = root / f".archstudy-shared-check-{uuid.uuid4().hex}"
-    marker.write_text("visible from every node?\n")
 
     @ray.remote(num_cpus=0)
     def sees(path: str) -> bool:
         return os.path.isfile(path)
 
     try:
+        root.mkdir(parents=True, exist_ok=True)
+        marker.write_text("visible from every node?\n")
         pending = {n["NodeID"]: sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
             n["NodeID"], soft=False)).remote(str(marker)) for n in nodes}
-        blind = [node for node, ref in pending.items() if not ray.get(ref, timeout=120)]
-    finally:
+        try:
+            blind = [node for node, ref in pending.items() if not ray.get(ref, timeout=120)]
+        except ray.exceptions.GetTimeoutError:
+            raise StudyError(f"storage: could not check that every node of the cluster sees "
+                             f"{str(root)!r}: a node did not answer within 120 s") from None
+    finally:   # leave nothing behind: the marker, and the folders made for it
         marker.unlink(missing_ok=True)
+        for folder in created:   # deepest first
+            try:
+                folder.rmdir()
+            except OSError:
+                break
     if blind:
         raise StudyError(f"storage: {str(root)!r} is a path that {len(blind)} of the cluster's "
                          f"{len(nodes)} nodes cannot see (node {blind[0][:12]}...); on a multi-node "
@@ -86,11 +164,19 @@ def check_cluster(spec: StudySpec) -> None:
 
 # ---- submission as a Ray Job -----------------------------------------------------------------------
 def job_client(address: str):
+    """A JobSubmissionClient for `address` (http://HEAD:8265), or a one-line StudyError: nothing
+    answers there, the server wants a token this process did not send (HTTP 401) or refused the
+    one it sent (403), or it is not a Ray job server."""
+    from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
+    check_reachable(address, "a Ray job server")
     try:
         return JobSubmissionClient(address)
-    except Exception as e:   # ConnectionError, or Ray's RuntimeError for a refused connection
-        raise StudyError(f"--address: cannot reach a Ray job server at {address!r} "
+    except AuthenticationError as e:   # raised on 401 ("Authentication required") and 403
+        raise auth_problem(address, "the Ray job server", refused_token=e.message.startswith(
+            "Authentication failed")) from None
+    except Exception as e:   # ConnectionError; RuntimeError for a server that is not Ray's
+        raise StudyError(f"--address: cannot use {address!r} as a Ray job server "
                          f"({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
 
 
@@ -101,14 +187,19 @@ def submit(spec: StudySpec, address: str, wait: bool = False, python: str = "pyt
     entrypoint = f"{shlex.quote(python)} -m study run spec.yaml --address auto"
     with tempfile.TemporaryDirectory(prefix="archstudy-job-") as folder:
         Path(folder, "spec.yaml").write_text(dump_spec(spec))
-        job_id = client.submit_job(
-            entrypoint=entrypoint, submission_id=f"archstudy-{spec.name}-{uuid.uuid4().hex[:8]}",
-            runtime_env={"working_dir": folder},
-            metadata={"archstudy_study": spec.name, "archstudy_storage": str(spec.storage)})
+        try:
+            job_id = client.submit_job(
+                entrypoint=entrypoint, submission_id=f"archstudy-{spec.name}-{uuid.uuid4().hex[:8]}",
+                runtime_env={"working_dir": folder},
+                metadata={"archstudy_study": spec.name, "archstudy_storage": str(spec.storage)})
+        except (RuntimeError, ConnectionError) as e:   # Ray's errors for a rejected request
+            raise StudyError(f"--address: the Ray job server at {address!r} did not take the job "
+                             f"({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
     if wait:
         status = wait_for(client, job_id)
         if status != "SUCCEEDED":
-            raise StudyError(f"job {job_id} ended {status}; see `ray job logs --address {address} {job_id}`")
+            raise StudyError(f"job {job_id} ended {status}; see `{job_command(address)} logs "
+                             f"--address {address} {job_id}`")
     return job_id
 
 
@@ -121,8 +212,15 @@ def wait_for(client, job_id: str, poll: float = 2.0, timeout: float | None = Non
     return status
 
 
+def job_command(address: str) -> str:
+    """`ray job` as it must be typed to work like this process's job client: with token
+    authentication (RAY_AUTH_MODE=token here) the ray CLI sends the token only when told to."""
+    return "RAY_AUTH_MODE=token ray job" if os.environ.get("RAY_AUTH_MODE") == "token" else "ray job"
+
+
 def follow_up(spec: StudySpec, address: str, job_id: str) -> str:
-    """What to type next: follow the job, see its status, fetch the results."""
+    """What to type next: follow the job, see its status, fetch the results. The `ray job` commands
+    work where this process's submission worked (the same token, where the cluster wants one)."""
     out = spec.out_dir()
     if isinstance(out, str) and out.startswith("s3://"):
         fetch = f"aws s3 sync {out} ./{spec.name}"
@@ -130,11 +228,18 @@ def follow_up(spec: StudySpec, address: str, job_id: str) -> str:
         fetch = f"gsutil -m rsync -r {out} ./{spec.name}"
     else:
         fetch = f"ray rsync-down cluster.yaml {out} ./{spec.name}    # or read it on the shared filesystem"
+    ray_job = job_command(address)
+    if ray_job.startswith("RAY_AUTH_MODE"):
+        auth = f"  auth:    the `ray job` commands send the cluster's token, read from {TOKEN_SOURCES}"
+    else:
+        auth = (f"  auth:    if the cluster uses token authentication (Ray's default), run them with "
+                f"RAY_AUTH_MODE=token and the cluster's token ({TOKEN_SOURCES})")
     return "\n".join([
         f"submitted job {job_id}",
-        f"  follow:  ray job logs --address {address} --follow {job_id}",
-        f"  status:  ray job status --address {address} {job_id}",
-        f"  stop:    ray job stop --address {address} {job_id}",
+        f"  follow:  {ray_job} logs --address {address} --follow {job_id}",
+        f"  status:  {ray_job} status --address {address} {job_id}",
+        f"  stop:    {ray_job} stop --address {address} {job_id}",
+        auth,
         f"  results: {out}",
         f"  fetch:   {fetch}",
     ])
