@@ -19,6 +19,7 @@ a one-line error naming RAY_AUTH_MODE=token and where the token is read from.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -77,20 +78,53 @@ def check_reachable(address: str, what: str = "a Ray cluster", timeout: float = 
                          "cluster up, and is this its address?") from None
 
 
-def auth_problem(address: str, what: str, refused_token: bool) -> StudyError:
-    """The one-line error for a cluster with token authentication that refused this process."""
+def token_found() -> bool:
+    """Whether Ray has a token to send: RAY_AUTH_TOKEN, or the file RAY_AUTH_TOKEN_PATH names (which
+    takes the place of ~/.ray/auth_token), or ~/.ray/auth_token."""
+    if os.environ.get("RAY_AUTH_TOKEN", "").strip():
+        return True
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or "~/.ray/auth_token"
+    try:
+        return bool(Path(path).expanduser().read_text().strip())
+    except OSError:
+        return False
+
+
+def auth_problem(address: str, what: str, refused_token: bool | None = None) -> StudyError:
+    """The one-line error for a cluster with token authentication that refused this process.
+    refused_token: the server said the token it got is wrong (True), that it got none (False), or
+    cannot tell (None: the GCS says 'missing or incorrect')."""
     mode = os.environ.get("RAY_AUTH_MODE", "")
-    if refused_token:
-        detail = (f"it refused this process's token: RAY_AUTH_MODE={mode} is set, but the token "
-                  f"({TOKEN_SOURCES}) is not the cluster's")
-    elif mode == "token":
-        detail = (f"it wants a token and RAY_AUTH_MODE=token is set, but no token was found "
-                  f"({TOKEN_SOURCES})")
+    if mode != "token":
+        detail = (f"this process sends no token (RAY_AUTH_MODE is {mode or 'unset'}): set "
+                  f"RAY_AUTH_MODE=token and give it the cluster's token ({TOKEN_SOURCES})")
+    elif not token_found():
+        detail = f"RAY_AUTH_MODE=token is set, but no token was found ({TOKEN_SOURCES})"
+    elif refused_token is False:
+        detail = f"it got no token from this process; check {TOKEN_SOURCES}"
     else:
-        detail = (f"it wants a token and this process sent none (RAY_AUTH_MODE is "
-                  f"{mode or 'unset'}): set RAY_AUTH_MODE=token and give it the cluster's token "
-                  f"({TOKEN_SOURCES})")
+        detail = (f"it refused this process's token: RAY_AUTH_MODE=token is set, but the token "
+                  f"({TOKEN_SOURCES}) is not the cluster's")
     return StudyError(f"--address: {what} at {address!r} uses token authentication; {detail}")
+
+
+def connect(address: str) -> None:
+    """ray.init(address=...) for a driver on a cluster (`archstudy run/resume --address`), with
+    one-line errors: nothing answers there (probed first, since Ray retries for minutes), the
+    cluster wants a token this process did not send or has another one, or what Ray says."""
+    import ray
+    check_reachable(address)
+    try:
+        ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        chain, cause = [], e
+        while cause is not None and len(chain) < 5:
+            chain.append(f"{type(cause).__name__}: {cause}")
+            cause = cause.__cause__ or cause.__context__
+        if any("InvalidAuthToken" in text or "AuthenticationError" in text for text in chain):
+            raise auth_problem(address, "the Ray cluster") from None
+        raise StudyError(f"--address: cannot connect to a Ray cluster at {address!r} "
+                         f"({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
 
 
 # ---- checks on a running cluster (after ray.init(address=...)) ---------------------------------------
@@ -145,12 +179,22 @@ def check_shared_storage(root: Path, nodes: list[dict]) -> None:
 
 
 def autoscaling_cluster() -> bool:
-    """True when the cluster runs Ray's autoscaler (nodes may be added after the checks)."""
+    """True when Ray's autoscaler may add nodes after the checks (a `ray up` or KubeRay cluster).
+    Every head started by `ray start --head` runs the autoscaler's monitor and publishes its status,
+    but on a cluster of hand-started nodes it uses a read-only provider that only mirrors the nodes
+    there are, each typed `node_<its id>`: such a cluster is fixed."""
     from ray.experimental.internal_kv import _internal_kv_get
     try:
-        return _internal_kv_get("__autoscaling_status", namespace="") is not None
+        status = _internal_kv_get("__autoscaling_status", namespace="")
     except Exception:   # an older GCS without the key: treat as a fixed cluster
         return False
+    if status is None:
+        return False
+    try:
+        types = json.loads(status)["autoscaler_report"]["node_type_mapping"]
+        return any(kind != f"node_{node}" for node, kind in types.items())
+    except (ValueError, KeyError, TypeError, AttributeError):   # a format we do not know: do not refuse
+        return True
 
 
 def check_cluster(spec: StudySpec) -> None:

@@ -115,7 +115,7 @@ def diverging(ray_local, study_env, tmp_path_factory):
     gradflow = pd.read_parquet(out / "gradflow.parquet")
     answers = questions.answers(trials, epochs, gradflow, metric=spec.metric, mode=spec.mode,
                                 epochs_budget=spec.epochs, space={})
-    return dict(out=out, spec=spec, trials=trials, epochs=epochs, answers=answers,
+    return dict(out=out, spec=spec, trials=trials, epochs=epochs, gradflow=gradflow, answers=answers,
                 seconds=time.monotonic() - started, storage=f"sqlite:///{out / 'optuna.db'}")
 
 
@@ -188,6 +188,21 @@ def test_analysis_reports_diverged_trials_and_leaves_them_out(diverging):
     pairs = answers["pairwise"]["pairwise"]
     assert [(p["arm_a"], p["arm_b"], p["n_a"] + p["n_b"], p["verdict"]) for p in pairs] \
         in ([("steady", "edge", 3, "too few seeds")], [("edge", "steady", 3, "too few seeds")])
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "analysis/why.py: gradient_profile() and attenuation() read the gradflow table, which has no "
+    "trial status, and keep every confirmation trial's layers, diverged ones included"))
+def test_gradient_flow_statistics_leave_diverged_trials_out(diverging):
+    """edge's diverged seed has infinite or NaN gradient norms at its last epoch; like ranking and
+    convergence, the gradient-flow statistics should rest on edge's one completed seed only."""
+    gradflow = diverging["gradflow"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # inf / inf in the diverged seed's ratio
+        attenuation = questions.attenuation(gradflow).set_index("arm")
+    profile = questions.gradient_profile(gradflow)
+    assert attenuation.loc["edge", "n"] == 1
+    assert (profile[profile.arm == "edge"]["n"] == 1).all()
 
 
 # ---- 2. damaged checkpoints: Trial.load_checkpoint on a folder -------------------------------------

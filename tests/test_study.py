@@ -42,9 +42,9 @@ STATUSES = {"completed", "pruned", "diverged", "error"}
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
 RAY_TEMP = Path(os.environ.get("RAY_TMPDIR", "/tmp")) / "ray"
 
-# Slow enough to be killed mid-search (the first finished trial leaves at least 3 to go), quick to
-# finish on resume: one confirmation seed.
-RESUME_SPEC = dict(name="resumable", epochs=4, seeds=[0], arms=["model: mlp, hidden: [32]",
+# Slow enough to be killed mid-search (the first finished trial leaves at least 3 to go), and with
+# two confirmation seeds per arm, so that a driver can be killed after the first confirmation trial.
+RESUME_SPEC = dict(name="resumable", epochs=4, seeds=[0, 1], arms=["model: mlp, hidden: [32]",
                                                                "model: mlp, hidden: [16]"])
 RESUME_ARMS = ("mlp-h32", "mlp-h16")
 
@@ -416,43 +416,71 @@ def finished_optuna_trials(db: Path) -> list[tuple[str, int, str]]:
         return []
 
 
+def confirm_trials_finished(out: Path) -> int:
+    folder = out / "confirm"
+    return sum(1 for d in folder.iterdir() if (rows := read_results(d)) and rows[-1]["status"] == "completed") \
+        if folder.is_dir() else 0
+
+
+def phase_of(out: Path) -> str | None:
+    try:
+        return json.loads((out / "study.json").read_text())["phase"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def run_until_killed(command: list[str], log_path: Path, env: dict, moment) -> SimpleNamespace:
+    """Start `python -m study ...`, SIGKILL its process group (the driver and its Ray instance) as
+    soon as `moment()` is true, and check that nothing of it survives."""
+    ns = SimpleNamespace()
+    with open(log_path, "wb") as log:
+        run = subprocess.Popen([sys.executable, "-m", "study", *command], cwd=REPO, env=env, stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+        family = []
+        try:
+            ns.reached = wait_until(lambda: run.poll() is not None or moment(), timeout=300, step=0.1)
+            ns.exit_before_kill = run.poll()
+            family = descendants(run.pid)
+            ns.sockets = listening_sockets(family)
+            ns.ray_sessions = ray_sessions_of(run.pid)
+        finally:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+    # the process group held the driver and its whole Ray instance: nothing of it may be left
+    wait_until(lambda: not alive(family) and not processes_of_ray_session(run.pid), timeout=15)
+    ns.left_alive = alive(family) + alive(processes_of_ray_session(run.pid))
+    kill_pids(int(line.split()[0]) for line in ns.left_alive)   # clean up, then fail in the tests
+    ns.stdout = log_path.read_text(errors="replace")
+    assert ns.reached and ns.exit_before_kill is None, \
+        f"`{' '.join(command)}` ended before it could be killed:\n{ns.stdout[-3000:]}"
+    return ns
+
+
 @pytest.fixture(scope="module")
 def killed_and_resumed(study_env, tmp_path_factory):
+    """`archstudy run` SIGKILLed mid-search; `resume` killed between the phases (as soon as
+    study.json says confirm); `resume` killed during confirmation (after its first trial ended);
+    then a last `resume` finishes the study."""
     root = tmp_path_factory.mktemp("resume")
     spec_path = root / "resumable.yaml"
     spec_path.write_text(spec_text(root / "results", **RESUME_SPEC))
     out = root / "results" / "resumable"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)
-    ns, family = SimpleNamespace(out=out, root=root), []
+    ns = SimpleNamespace(out=out, root=root)
 
-    with open(root / "run.out", "wb") as log:
-        run = subprocess.Popen([sys.executable, "-m", "study", "run", str(spec_path)], cwd=REPO,
-                               env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            finished = wait_until(lambda: run.poll() is not None or finished_optuna_trials(out / "optuna.db"),
-                                  timeout=300)
-            ns.killed_after = finished_optuna_trials(out / "optuna.db")
-            ns.run_exit_before_kill = run.poll()
-            family = descendants(run.pid)
-            ns.run_sockets = listening_sockets(family)
-            ns.run_ray_sessions = ray_sessions_of(run.pid)
-        finally:
-            os.killpg(run.pid, signal.SIGKILL)
-            run.wait()
-    # the process group held the driver and its whole Ray instance: nothing of it may be left
-    wait_until(lambda: not alive(family) and not processes_of_ray_session(run.pid), timeout=15)
-    ns.killed_left_alive = alive(family) + alive(processes_of_ray_session(run.pid))
-    kill_pids(int(line.split()[0]) for line in ns.killed_left_alive)   # clean up, then fail below
-    ns.run_stdout = (root / "run.out").read_text(errors="replace")
-    assert finished and ns.run_exit_before_kill is None, \
-        f"`archstudy run` ended before it could be killed mid-search:\n{ns.run_stdout[-3000:]}"
-
+    ns.kills = [run_until_killed(["run", str(spec_path)], root / "run.out", env,
+                                 lambda: finished_optuna_trials(out / "optuna.db"))]
+    ns.killed_after = finished_optuna_trials(out / "optuna.db")
     # what the killed driver left: every result.json line, every trial's Optuna state
     ns.before = {d.name: read_results(d) for d in (out / "search").iterdir() if (d / "params.json").exists()}
-    with sqlite3.connect(out / "optuna.db") as con:
-        ns.optuna_before = con.execute("SELECT s.study_name, t.number, t.state FROM trials t "
-                                       "JOIN studies s USING (study_id)").fetchall()
+    ns.kills.append(run_until_killed(["resume", str(out)], root / "resume1.out", env,
+                                     lambda: phase_of(out) == "confirm"))
+    ns.kills.append(run_until_killed(["resume", str(out)], root / "resume2.out", env,
+                                     lambda: confirm_trials_finished(out) >= 1))
+    ns.confirm_done_at_kill = confirm_trials_finished(out)
+    ns.run_stdout = "".join(k.stdout for k in ns.kills)
+    ns.ray_sessions = [s for k in ns.kills for s in k.ray_sessions]
 
     started = time.monotonic()
     resume = subprocess.Popen([sys.executable, "-m", "study", "resume", str(out)], cwd=REPO, env=env,
@@ -466,21 +494,24 @@ def killed_and_resumed(study_env, tmp_path_factory):
         wait_until(lambda: not processes_of_ray_session(resume.pid), timeout=15)
         ns.resume_left_alive = alive(processes_of_ray_session(resume.pid))
         kill_pids(int(line.split()[0]) for line in ns.resume_left_alive)
+    ns.ray_sessions += ray_sessions_of(resume.pid)
     ns.resume_seconds, ns.resume_rc = time.monotonic() - started, resume.returncode
     return ns
 
 
 def test_resume_finishes_a_study_whose_driver_was_killed(killed_and_resumed):
     k = killed_and_resumed
-    assert k.run_ray_sessions, "the killed `archstudy run` had started no Ray session"
-    assert k.run_sockets and not_loopback(k.run_sockets) == []   # its Ray stayed on 127.0.0.1
-    assert k.killed_left_alive == [], "processes of the killed run survived its process group's SIGKILL"
-    assert len(k.killed_after) < 6   # killed mid-search
+    for kill in k.kills:
+        assert kill.ray_sessions, "a killed driver had started no Ray session"
+        assert kill.sockets and not_loopback(kill.sockets) == []   # its Ray stayed on 127.0.0.1
+        assert kill.left_alive == [], "processes of a killed driver survived its process group's SIGKILL"
+    assert len(k.killed_after) < 6   # the first kill was mid-search
+    assert 1 <= k.confirm_done_at_kill < 2 * len(RESUME_ARMS)   # the third, mid-confirmation
     assert k.resume_rc == 0, f"resume failed:\n{k.resume_stderr[-4000:]}"
     assert k.resume_left_alive == [], "the resumed run left Ray processes behind"
     assert json.loads((k.out / "study.json").read_text())["phase"] == "done"
     trials = pd.read_parquet(k.out / "trials.parquet")
-    assert (trials.phase == "confirm").sum() == len(RESUME_ARMS)
+    assert (trials.phase == "confirm").sum() == 2 * len(RESUME_ARMS)   # two seeds per arm
     assert (trials[trials.phase == "confirm"].status == "completed").all()
 
 
@@ -537,14 +568,15 @@ def test_progress_view_prints_trial_counts(killed_and_resumed):
     k = killed_and_resumed
     assert re.search(r"^\[search\] \d/6 trials finished, elapsed \d+m\d\ds, ETA ", k.run_stdout, re.M)
     assert re.search(r"^  mlp-h32 +done \d/3 +running \d +pending \d +epochs \d+/12", k.run_stdout, re.M)
-    assert re.search(r"^\[search\] 6/6 trials finished, elapsed \d+m\d\ds$", k.resume_stdout, re.M)
-    assert re.search(r"^\[confirm\] 2/2 trials finished, elapsed \d+m\d\ds$", k.resume_stdout, re.M)
-    assert re.search(r"^  mlp-h16 +done 3/3 +running 0 +pending 0 ", k.resume_stdout, re.M)
+    assert re.search(r"^\[search\] 6/6 trials finished, elapsed \d+m\d\ds$", k.run_stdout, re.M)
+    assert re.search(r"^  mlp-h16 +done 3/3 +running 0 +pending 0 ", k.run_stdout, re.M)
+    assert re.search(r"^\[confirm\] 4/4 trials finished, elapsed \d+m\d\ds$", k.resume_stdout, re.M)
 
 
 def test_api_key_is_never_written(tiny, killed_and_resumed, study_env, tmp_path):
     key = study_env["WANDB_API_KEY"].encode()
-    roots = [tiny.out, killed_and_resumed.out, study_env["home"]]
+    # the study folders, W&B's folders, and the Ray session folders (logs) of every driver started
+    roots = [tiny.out, killed_and_resumed.out, study_env["home"], *killed_and_resumed.ray_sessions]
     files = [p for root in roots for p in Path(root).rglob("*") if p.is_file()]
     assert len(files) > 100 and any(p.suffix == ".wandb" for p in files)
     (tmp_path / "planted.txt").write_bytes(b"x" + key + b"y")   # the scan itself finds a key
