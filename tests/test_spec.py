@@ -358,3 +358,42 @@ def test_mutated_quick_spec_loads_or_fails_cleanly(data):
     if spec is not None:   # whatever is valid survives dump -> load unchanged
         assert parse_spec(dump_spec(spec)) == spec
         assert spec_hash(spec_from_dict(spec.model_dump(mode="json", by_alias=True))) == spec_hash(spec)
+
+
+# ---- the corpus through the command line ----------------------------------------------------------
+CORPUS_THROUGH_CLI = r"""
+import contextlib, io, json, sys
+import ray
+from study.cli import main
+storage, paths, results = sys.argv[1], sys.argv[2:], {}
+for path in paths:
+    for command in ("validate", "run"):
+        err, out = io.StringIO(), io.StringIO()
+        args = [command, path] + (["--storage", storage] if command == "run" else [])
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+            rc = main(args)
+        results[f"{command} {path}"] = [rc, err.getvalue(), out.getvalue()]
+print(json.dumps({"results": results, "ray_initialized": ray.is_initialized()}))
+"""
+
+
+def test_every_bad_spec_fails_validate_and_run_with_one_line_and_no_ray(tmp_path):
+    """`archstudy validate` and `archstudy run` on the whole corpus, in one fresh process: exit 2,
+    one line on stderr, nothing on stdout, nothing written, and no Ray started."""
+    import subprocess
+    import sys
+    storage = tmp_path / "storage"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen([sys.executable, "-c", CORPUS_THROUGH_CLI, str(storage), *map(str, BAD_FILES)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-3000:]
+    report = json.loads(stdout.splitlines()[-1])
+    assert len(report["results"]) == 2 * len(BAD_FILES) >= 80
+    wrong = {call: r for call, r in report["results"].items()
+             if r[0] != 2 or r[2] != "" or len(r[1].splitlines()) != 1 or not r[1].startswith("error: ")}
+    assert wrong == {}
+    assert not report["ray_initialized"]
+    assert not storage.exists()
+    ray_temp = pathlib.Path(os.environ.get("RAY_TMPDIR", "/tmp")) / "ray"
+    assert not list(ray_temp.glob(f"session_*_{proc.pid}"))   # a started Ray leaves session_<time>_<pid>
