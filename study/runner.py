@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -248,9 +249,13 @@ def prepare(spec: StudySpec) -> Study:
     return study
 
 
+MIN_FREE_MB = 100   # below this a study can't keep its checkpoints, tables and W&B runs
+
+
 def check_writable(folder: Path) -> None:
-    """Raise a one-line StudyError unless this process can create `folder` and write in it; leaves
-    nothing behind (the probe goes into the nearest existing ancestor and is removed)."""
+    """Raise a one-line StudyError unless this process can create `folder` and write in it, with at
+    least MIN_FREE_MB free; leaves nothing behind (the probe goes into the nearest existing
+    ancestor and is removed)."""
     existing = folder
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -260,9 +265,14 @@ def check_writable(folder: Path) -> None:
         with tempfile.NamedTemporaryFile(dir=existing, prefix=".archstudy-write-probe-") as probe:
             probe.write(b"0" * 4096)
             probe.flush()
+        free_mb = shutil.disk_usage(existing).free / 2**20
     except OSError as e:
         raise StudyError(f"storage: cannot write to {folder} ({e.strerror or e}); choose a writable "
                          "storage path with --storage or the spec's storage key") from None
+    if free_mb < MIN_FREE_MB:
+        raise StudyError(f"storage: only {free_mb:.1f} MB free at {existing}; a study needs at least "
+                         f"{MIN_FREE_MB} MB (checkpoints, tables, W&B runs): free some space or "
+                         "choose another --storage")
 
 
 def reopen(folder: str | os.PathLike) -> Study:

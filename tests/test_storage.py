@@ -131,3 +131,22 @@ def test_unwritable_storage_is_refused_before_anything_runs(tmp_path, capsys, st
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: storage: cannot write to") and len(err.splitlines()) == 1
     assert str(storage) in err
+
+
+def test_full_storage_is_refused_before_anything_runs(tmp_path, study_env):
+    """Storage on a 1 MB filesystem (a tmpfs mounted in a private mount namespace): one line, exit 2."""
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("needs unshare and root to mount a small tmpfs in a private mount namespace")
+    full = tmp_path / "small"
+    full.mkdir()
+    path = tmp_path / "spec.yaml"
+    path.write_text(spec_text(full / "results", **SPEC))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    script = (f"mount -t tmpfs -o size=1m tmpfs {full} && "
+              f"{sys.executable} -m study run {path}; echo rc=$?; ls -A {full}")
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True,
+                          env=env, cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert "rc=2" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: storage: only 1.0 MB free at {full}"), proc.stderr
+    assert proc.stdout.strip().endswith("rc=2")   # and `ls -A` of the small filesystem printed nothing
