@@ -28,7 +28,7 @@ from ray.tune.search import ConcurrencyLimiter
 
 from trainables.data import load_data
 
-from . import tables
+from . import search, tables
 from .errors import StudyError
 from .progress import ProgressCallback
 from .search import ArmSearch, FixedConfigs, PerArmASHA, pruned_epochs, study_name
@@ -161,7 +161,8 @@ class Study:
                              space, s.search.trials_per_arm, s.search.algorithm, s.search.seed,
                              s.metric, s.mode)
         scheduler = (PerArmASHA(s.epochs, s.scheduler.grace_period, s.scheduler.reduction_factor,
-                                s.metric, s.mode) if s.scheduler.name == "asha" else FIFOScheduler())
+                                s.metric, s.mode, self.optuna_url, s.name, s.arm_names)
+                     if s.scheduler.name == "asha" else FIFOScheduler())
         return tune.Tuner(self.trainable(data), run_config=self.run_config("search"),
                           tune_config=tune.TuneConfig(
                               search_alg=ConcurrencyLimiter(searcher, s.search.max_concurrent),
@@ -197,6 +198,7 @@ class Study:
     # ---- phases ----
     def run_phase(self, phase: str, data) -> None:
         path = self.store.phase_path(phase)
+        search.CURRENT_STORAGE = self.optuna_url
         if tune.Tuner.can_restore(path):
             pruned = pruned_epochs(self.optuna_url, self.spec.name, self.spec.arm_names)
             tuner = tune.Tuner.restore(path, trainable=self.trainable(data, pruned),

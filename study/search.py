@@ -13,10 +13,20 @@ import pickle
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+# The driver's optuna.db URL, set by study/runner.py. A searcher or scheduler restored from Tune's
+# saved state carries the URL of the driver that saved it, which differs when `resume` runs on
+# another machine (a bucket study's local mirror); this one wins.
+CURRENT_STORAGE: str | None = None
+
+
+def storage_of(obj) -> str | None:
+    return CURRENT_STORAGE or obj.storage_url
 
 
 def optuna_distribution(kind: str, args: list):
@@ -87,7 +97,7 @@ class ArmSearch(PickledState, Searcher):
     def optuna_study(self, arm: str) -> optuna.Study:
         if arm not in self._studies:
             study = optuna.create_study(
-                study_name=study_name(self.study, arm), storage=self.storage_url,
+                study_name=study_name(self.study, arm), storage=storage_of(self),
                 direction="maximize" if self.mode == "max" else "minimize", load_if_exists=True)
             # Seeded, but not identical across arms; a study reopened by `resume` with trials in it
             # gets another seed, or the sampler would repeat the suggestions it made before.
@@ -164,16 +174,51 @@ class ArmSearch(PickledState, Searcher):
         self._studies = {}
 
 
+def reached_epochs(storage_url: str, study: str, arms) -> dict[str, int]:
+    """'<arm>/<optuna trial number>' -> the last epoch Optuna holds for every unfinished trial."""
+    reached = {}
+    for arm in arms:
+        try:
+            trials = optuna.load_study(study_name=study_name(study, arm), storage=storage_url).trials
+        except KeyError:
+            continue
+        for t in trials:
+            if t.state == TrialState.RUNNING and t.intermediate_values:
+                reached[f"{arm}/{t.number}"] = max(t.intermediate_values)
+    return reached
+
+
 class PerArmASHA(PickledState, FIFOScheduler):
     """One ASHAScheduler per arm (keyed by the trial config's "arm"), so a trial only competes with
-    trials of the same architecture."""
+    trials of the same architecture.
 
-    def __init__(self, max_t: int, grace_period: int, reduction_factor: float, metric: str, mode: str):
+    On `resume`, decisions the killed driver already made stand: a trial that Optuna records at
+    epoch N had been let past every rung before N, so ASHA may not stop it before N now (the
+    replayed results can reach ASHA in another order than before). PRUNED trials stop themselves
+    at their epoch (pruned_epochs, study/trainable.py)."""
+
+    def __init__(self, max_t: int, grace_period: int, reduction_factor: float, metric: str, mode: str,
+                 storage_url: str | None = None, study: str = "", arms=()):
         super().__init__()
         self._options = dict(time_attr="training_iteration", max_t=max_t, grace_period=grace_period,
                              reduction_factor=reduction_factor, metric=metric, mode=mode)
         self._metric, self._mode = metric, mode
         self.by_arm: dict[str, ASHAScheduler] = {}
+        self.storage_url, self.study, self.arms = storage_url, study, list(arms)
+
+    def floor(self, trial) -> int:
+        """The epoch before which this trial may not be stopped (read from Optuna once per driver:
+        in a fresh run it never exceeds a trial's current epoch, so it changes nothing)."""
+        if getattr(self, "_floors", None) is None:
+            self._floors = (reached_epochs(storage_of(self), self.study, self.arms)
+                            if storage_of(self) else {})
+        return self._floors.get(f"{trial.config['arm']}/{trial.config.get('optuna_trial')}", 0)
+
+    def get_state(self) -> dict:   # the floors are the driver's, read again after a restore
+        return {k: v for k, v in self.__dict__.items() if k != "_floors"}
+
+    def __getstate__(self) -> dict:
+        return self.get_state()
 
     def _asha(self, trial) -> ASHAScheduler:
         arm = trial.config["arm"]
@@ -188,7 +233,10 @@ class PerArmASHA(PickledState, FIFOScheduler):
         self._asha(trial).on_trial_add(tune_controller, trial)
 
     def on_trial_result(self, tune_controller, trial, result):
-        return self._asha(trial).on_trial_result(tune_controller, trial, result)
+        decision = self._asha(trial).on_trial_result(tune_controller, trial, result)
+        if decision == TrialScheduler.STOP and result.get("epoch", 0) < self.floor(trial):
+            return TrialScheduler.CONTINUE
+        return decision
 
     def on_trial_complete(self, tune_controller, trial, result):
         self._asha(trial).on_trial_complete(tune_controller, trial, result)

@@ -41,9 +41,10 @@ from trainables.data import load_data
 from studies import spec_text
 
 EPOCHS = 4   # of the checkpoint tests' trials
-CONFIG = {"model": "resnet20", "width": 0.125, "epochs": EPOCHS, "lr": 0.05, "batch_size": 32,
-          "seed": 0, "phase": "confirm"}   # BatchNorm: its running statistics are in the state too
-LOCAL_CONFIG = {**CONFIG, "model": "mlp", "hidden": [32], "width": 1.0}   # quick: many restores
+# A quick model: these tests restore many times. (test_study's killed-trial test restores a
+# resnet20, whose BatchNorm statistics are in the state too; the state is the same dict here.)
+CONFIG = {"model": "mlp", "hidden": [32], "epochs": EPOCHS, "lr": 0.05, "batch_size": 32,
+          "seed": 0, "phase": "confirm"}
 
 
 # ---- helpers ---------------------------------------------------------------------------------------
@@ -225,7 +226,7 @@ def local_trial(ray_local, data, tmp_path_factory):
     made = []
 
     def make() -> Trial:
-        trial = LocalTrial({**LOCAL_CONFIG, "arm": "local"})
+        trial = LocalTrial({**CONFIG, "arm": "local"})
         made.append(trial)
         return trial
 
@@ -364,7 +365,8 @@ def test_tune_restores_a_trial_from_damaged_checkpoints(ray_local, study_env, da
         tune.with_parameters(Trial, data=data, wandb_settings={"mode": "disabled"}), {"cpu": 1})
     tuner = tune.Tuner(
         trainable, param_space={**CONFIG, "arm": tune.grid_search(["steady", *plans])},
-        tune_config=tune.TuneConfig(trial_dirname_creator=lambda t: t.config["arm"]),
+        # as in the study (runner.py): a restarted trial may be handed to a reused actor
+        tune_config=tune.TuneConfig(trial_dirname_creator=lambda t: t.config["arm"], reuse_actors=True),
         run_config=tune.RunConfig(name="damaged", storage_path=str(tmp_path), verbose=0,
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=3),
                                   failure_config=tune.FailureConfig(max_failures=1),
