@@ -35,6 +35,7 @@ from study.trainable import Trial
 from trainables.data import load_data
 
 from studies import TINY_ARMS, spec_text
+from study.spec import load_spec
 from wandb_files import wandb_records
 
 REPO = Path(__file__).resolve().parents[1]
@@ -341,6 +342,27 @@ def tiny_wandb_problems(tiny, phase: str) -> list[str]:
     commit = runner.git_commit()
     trials = tiny.trials[tiny.trials.phase == phase]
     return wandb_problems(tiny.out, spec_hash, commit, trials, tiny.epochs, tiny.gradflow)
+
+
+def test_wandb_runs_are_complete_under_four_concurrent_trials(ray_local, study_env, tmp_path):
+    """Eight trials, four at a time (half a CPU each on the session's 2-CPU Ray), each writing its
+    own offline W&B run: every run file is whole and holds every epoch of its trial."""
+    text = spec_text(tmp_path / "results", name="crowded", epochs=2, seeds=[0],
+                     arms=["model: mlp, hidden: [16]"])
+    text = text.replace("trials_per_arm: 3\n  max_concurrent: 2", "trials_per_arm: 8\n  max_concurrent: 4")
+    text = text.replace("scheduler: {name: asha, grace_period: 1, reduction_factor: 2}",
+                        "scheduler: {name: none}\nresources: {cpu: 0.5}")
+    path = tmp_path / "crowded.yaml"
+    path.write_text(text)
+    study = runner.prepare(load_spec(path))
+    study.run_phase("search", runner.study_data(study.spec))
+    trials, epochs, gradflow = (pd.read_parquet(study.out / f"{t}.parquet") for t in ("trials", "epochs", "gradflow"))
+    assert len(trials) == 8 and (trials.epochs_run == 2).all()
+    # trials overlapped in time: at least 3 ran at once
+    spans = [(e.timestamp.min() - 2, e.timestamp.max()) for _, e in epochs.groupby("trial_id")]
+    assert max(sum(a <= t <= b for a, b in spans) for t, _ in spans) >= 3
+    spec_hash = json.loads((study.out / "study.json").read_text())["spec_hash"]
+    assert wandb_problems(study.out, spec_hash, runner.git_commit(), trials, epochs, gradflow) == []
 
 
 def test_wandb_confirm_runs_hold_the_full_history(tiny):
