@@ -116,7 +116,7 @@ def connect(address: str) -> None:
     check_reachable(address)
     try:
         ray.init(address=address, logging_level="WARNING", log_to_driver=False)
-    except (ConnectionError, RuntimeError, ValueError) as e:
+    except (ConnectionError, RuntimeError, ValueError, ray.exceptions.AuthenticationError) as e:
         chain, cause = [], e
         while cause is not None and len(chain) < 5:
             chain.append(f"{type(cause).__name__}: {cause}")

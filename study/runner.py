@@ -100,6 +100,14 @@ class UploadCallback(tune.Callback):
         self.store.upload(*self.names)
 
 
+def search_seed(spec: StudySpec) -> int:
+    """The training seed of every search trial: one that no confirmation run uses, so that each
+    confirmation run is an independent re-run of the chosen configuration (with a confirmation
+    seed equal to it, one of an arm's runs would repeat the very search trial that won, and the
+    arm's mean would carry that selection's luck)."""
+    return max(spec.seeds) + 1
+
+
 def trial_dirname(trial) -> str:
     return f"{trial.config['arm']}_{trial.trial_id}"
 
@@ -135,7 +143,7 @@ class Study:
         s = self.spec
         return {arm.name: {"model": arm.model, "width": arm.width, "batchnorm": arm.batchnorm,
                            "hidden": arm.hidden, **s.search.fixed, "epochs": s.epochs,
-                           "seed": s.seeds[0], "grad_flow": s.gradient_flow, "phase": "search"}
+                           "seed": search_seed(s), "grad_flow": s.gradient_flow, "phase": "search"}
                 for arm in s.arms}
 
     def trainable(self, data, pruned: dict | None = None):

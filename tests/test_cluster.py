@@ -18,7 +18,9 @@ with no other Ray on the machine and reaches nothing but its own loopback:
   other tests, a second node refuses to start). The nodes also get conftest's study_env
   (ARCHSTUDY_DATA = the session's mnist-5k root, W&B's folders), which a job's driver inherits.
 - Clients run from this process with `nsenter --target <holder pid> --net`: the namespace's
-  127.0.0.1 is the cluster's.
+  127.0.0.1 is the cluster's. Drivers (`archstudy run --address`) also get
+  RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, which only stops Ray from looking for this host's network
+  address (in the namespace there is none, and Ray's C++ core would print a warning about it).
 - Stop: SIGTERM to the holder, whose trap runs `ray stop --force` inside; when PID 1 exits the
   kernel kills whatever is left; SIGKILL to unshare (--kill-child) if it hangs. The last test
   asserts that no process of the namespace (nor any that names <base>) is left.
@@ -53,7 +55,6 @@ import pytest
 
 from studies import spec_text
 
-REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 GCS_PORT, DASHBOARD_PORT = 6390, 8265
 GCS = f"127.0.0.1:{GCS_PORT}"
@@ -138,11 +139,13 @@ def one_line_error(result) -> str:
 
 
 # ---- the cluster -------------------------------------------------------------------------------------
-def cluster_env(base: Path) -> dict:
-    """Environment of every Ray process of the cluster and of its clients (this process's, which
-    holds conftest's study_env, with the cluster's settings)."""
+def cluster_env(base: Path, study_env: dict) -> dict:
+    """Environment of every Ray process of the cluster and of its clients: this process's, with
+    conftest's study_env (ARCHSTUDY_DATA, W&B's folders: a job's driver and the trials inherit
+    them from the nodes) and the cluster's settings."""
     env = {k: v for k, v in os.environ.items()
            if k not in {"RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}}
+    env.update({k: v for k, v in study_env.items() if k != "home"})
     env.update(PATH=f"{VENV_BIN}:{env.get('PATH', '/usr/bin:/bin')}", RAY_AUTH_MODE="token",
                RAY_AUTH_TOKEN_PATH=str(base / "auth_token"), RAY_USAGE_STATS_ENABLED="0",
                PYTHONUNBUFFERED="1", BASE=str(base), GCS_PORT=str(GCS_PORT),
@@ -185,12 +188,10 @@ class Cluster:
     def run(self, args: list[str], env: dict | None = None, timeout: float = 120) -> SimpleNamespace:
         """A command in the cluster's network namespace (its 127.0.0.1), from this process."""
         return execute(["nsenter", f"--target={self.inner}", "--net", "--", *args],
-                       self.env if env is None else env, timeout)
+                       self.env if env is None else env, timeout, cwd=self.base)
 
-    def popen(self, args: list[str], env: dict | None = None) -> subprocess.Popen:
-        return subprocess.Popen(["nsenter", f"--target={self.inner}", "--net", "--", *args],
-                                env=self.env if env is None else env, cwd=REPO, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    def driver_env(self) -> dict:
+        return {**self.env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
     def leftovers(self) -> list[str]:
         """Live processes of the cluster's namespace, or of any namespace, that name its base folder."""
@@ -218,9 +219,9 @@ class Cluster:
         self.stopped_in = time.monotonic() - t0
 
 
-def execute(cmd: list[str], env: dict, timeout: float) -> SimpleNamespace:
+def execute(cmd: list[str], env: dict, timeout: float, cwd: Path) -> SimpleNamespace:
     started = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, cwd=REPO, text=True, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, text=True, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, start_new_session=True)
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
@@ -250,7 +251,7 @@ def cluster(study_env):
     (base / "auth_token").chmod(0o600)
     for folder in ("hidden", "shared", "specs"):
         (base / folder).mkdir()
-    cluster = Cluster(base, cluster_env(base))
+    cluster = Cluster(base, cluster_env(base, study_env))
     try:
         cluster.start()
         yield cluster
@@ -265,19 +266,111 @@ def write_spec(cluster: Cluster, name: str, storage: Path, extra: str = "") -> P
     return path
 
 
-# ---- a study submitted as a Ray Job --------------------------------------------------------------------
+# ---- a study submitted as a Ray Job (started first; the refusal tests run while it runs) -----------------
 @pytest.fixture(scope="module")
-def submitted(cluster):
+def job(cluster):
+    """`archstudy submit SPEC --address DASHBOARD --wait`, started in the background."""
     spec = write_spec(cluster, "twonode", cluster.base / "shared")
-    result = cluster.run(archstudy("submit", str(spec), "--address", DASHBOARD, "--wait"), timeout=420)
-    match = re.search(r"^submitted job (\S+)$", result.stdout, re.M)
-    return SimpleNamespace(result=result, job_id=match and match.group(1),
-                           out=cluster.base / "shared" / "twonode")
+    logs = [open(cluster.base / f"submit.{name}", "w+") for name in ("out", "err")]
+    proc = subprocess.Popen(
+        ["nsenter", f"--target={cluster.inner}", "--net", "--",
+         *archstudy("submit", str(spec), "--address", DASHBOARD, "--wait")],
+        env=cluster.env, cwd=cluster.base, text=True, stdout=logs[0], stderr=logs[1],
+        start_new_session=True)
+    job = SimpleNamespace(proc=proc, logs=logs, started=time.monotonic(),
+                          out=cluster.base / "shared" / "twonode")
+    yield job
+    if proc.poll() is None:   # a test run that did not wait for it (-k)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    for log in logs:
+        log.close()
 
 
+@pytest.fixture(scope="module")
+def submitted(cluster, job):
+    """The submission, waited for (up to 7 minutes from its start); the job's logs if it failed."""
+    try:
+        job.proc.wait(timeout=max(1.0, 420 - (time.monotonic() - job.started)))
+    except subprocess.TimeoutExpired:
+        os.killpg(job.proc.pid, signal.SIGKILL)
+        job.proc.wait()
+    stdout, stderr = (log.seek(0) or log.read() for log in job.logs)
+    result = SimpleNamespace(rc=job.proc.returncode, stdout=stdout, stderr=stderr,
+                             seconds=time.monotonic() - job.started)
+    match = re.search(r"^submitted job (\S+)$", stdout, re.M)
+    job_id = match and match.group(1)
+    if result.rc != 0 and job_id:
+        logs = cluster.run(["ray", "job", "logs", "--address", DASHBOARD, job_id], timeout=60)
+        result.stderr += f"\n---- ray job logs {job_id} ----\n{logs.stdout[-6000:]}{logs.stderr[-2000:]}"
+    return SimpleNamespace(result=result, job_id=job_id, out=job.out)
+
+
+# ---- refused before anything runs -------------------------------------------------------------------------
+def test_storage_only_the_head_sees_is_refused(cluster, job):
+    hidden = cluster.base / "hidden"
+    spec = write_spec(cluster, "blind", hidden)
+    result = cluster.run(archstudy("run", str(spec), "--address", GCS), cluster.driver_env(), timeout=180)
+    line = one_line_error(result)
+    assert line.startswith("error: storage: ") and str(hidden) in line, line
+    assert "s3://" in line and "gs://" in line and "shared filesystem" in line, line
+    assert "1 of the cluster's 2 nodes" in line and cluster.nodes["worker"][:12] in line, line
+    assert list(hidden.iterdir()) == []   # no study folder, and the check's marker was removed
+
+
+def test_a_gpu_per_trial_on_a_cluster_without_gpus_is_refused(cluster, job):
+    storage = cluster.base / "gpu-storage"
+    spec = write_spec(cluster, "gpu", storage, extra="resources: {gpu: 1}\n")
+    result = cluster.run(archstudy("run", str(spec), "--address", GCS), cluster.driver_env(), timeout=180)
+    line = one_line_error(result)
+    assert line.startswith("error: resources.gpu: 1 per trial is more than any node of the cluster has"), line
+    assert not storage.exists()
+
+
+@pytest.mark.parametrize("token", ["none", "wrong"])
+def test_a_job_client_without_the_right_token_is_told_so(cluster, job, token):
+    env = dict(cluster.env)
+    if token == "none":
+        del env["RAY_AUTH_MODE"]
+    else:
+        wrong = cluster.base / "wrong_token"
+        wrong.write_text(secrets.token_hex(32))
+        wrong.chmod(0o600)
+        env["RAY_AUTH_TOKEN_PATH"] = str(wrong)
+    storage = cluster.base / f"auth-{token}"
+    spec = write_spec(cluster, f"auth-{token}", storage)
+    result = cluster.run(archstudy("submit", str(spec), "--address", DASHBOARD), env=env, timeout=120)
+    line = one_line_error(result)
+    assert "token authentication" in line and "cannot reach" not in line, line
+    if token == "none":
+        assert "RAY_AUTH_MODE is unset" in line and "set RAY_AUTH_MODE=token" in line, line
+    else:
+        assert "refused this process's token" in line, line
+    assert "RAY_AUTH_TOKEN_PATH" in line and "~/.ray/auth_token" in line, line
+    assert result.stdout == "" and not storage.exists()
+
+
+# ---- unreachable addresses (this process's own network namespace, where nothing listens on port 1) --
+@pytest.mark.parametrize("command,address", [("run", "127.0.0.1:1"), ("submit", "http://127.0.0.1:1")])
+def test_an_unreachable_address_fails_at_once(study_env, tmp_path, command, address):
+    storage = tmp_path / "storage"
+    spec = tmp_path / "unreachable.yaml"
+    spec.write_text(spec_text(storage, name="unreachable", **STUDY))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"   # Ray must not swap 127.0.0.1 for this host's address
+    result = execute(archstudy(command, str(spec), "--address", address), env, timeout=60, cwd=tmp_path)
+    line = one_line_error(result)
+    assert line.startswith("error: --address: cannot reach a Ray ") and f"'{address}'" in line, line
+    assert "connection refused" in line, line
+    assert result.seconds < 40, f"took {result.seconds:.0f} s"
+    assert not storage.exists() and result.stdout == ""
+    assert list(RAY_TEMP.glob(f"session_*_{result.pid}")) == []   # no Ray started
+
+
+# ---- the submitted study's results -------------------------------------------------------------------
 def test_submit_runs_the_study_as_a_job_on_both_nodes(cluster, submitted):
     r = submitted.result
-    assert r.rc == 0, f"stdout:\n{r.stdout[-3000:]}\nstderr:\n{r.stderr[-3000:]}"
+    assert r.rc == 0, f"stdout:\n{r.stdout[-3000:]}\nstderr:\n{r.stderr[-9000:]}"
     job = submitted.job_id
     assert job and job.startswith("archstudy-twonode-"), r.stdout
     assert f"\njob {job}: SUCCEEDED" in r.stdout
@@ -315,68 +408,8 @@ def test_follow_up_commands_work_as_printed(cluster, submitted):
     assert line, submitted.result.stdout
     env = {k: v for k, v in cluster.env.items() if k != "RAY_AUTH_MODE"}
     result = cluster.run(["bash", "-c", line.group(1)], env=env, timeout=60)
-    assert result.rc == 0 and "SUCCEEDED" in result.stdout + result.stderr, result.stderr[-2000:]
-
-
-# ---- refused before anything runs -------------------------------------------------------------------------
-def test_storage_only_the_head_sees_is_refused(cluster):
-    hidden = cluster.base / "hidden"
-    spec = write_spec(cluster, "blind", hidden)
-    result = cluster.run(archstudy("run", str(spec), "--address", GCS), timeout=180)
-    line = one_line_error(result)
-    assert line.startswith("error: storage: ") and str(hidden) in line, line
-    assert "s3://" in line and "gs://" in line and "shared filesystem" in line, line
-    assert "1 of the cluster's 2 nodes" in line and cluster.nodes["worker"][:12] in line, line
-    assert list(hidden.iterdir()) == []   # no study folder, and the check's marker was removed
-
-
-def test_a_gpu_per_trial_on_a_cluster_without_gpus_is_refused(cluster):
-    storage = cluster.base / "gpu-storage"
-    spec = write_spec(cluster, "gpu", storage, extra="resources: {gpu: 1}\n")
-    result = cluster.run(archstudy("run", str(spec), "--address", GCS), timeout=180)
-    line = one_line_error(result)
-    assert line.startswith("error: resources.gpu: 1 per trial is more than any node of the cluster has"), line
-    assert not storage.exists()
-
-
-@pytest.mark.parametrize("token", ["none", "wrong"])
-def test_a_job_client_without_the_right_token_is_told_so(cluster, token):
-    env = dict(cluster.env)
-    if token == "none":
-        del env["RAY_AUTH_MODE"]
-    else:
-        wrong = cluster.base / "wrong_token"
-        wrong.write_text(secrets.token_hex(32))
-        wrong.chmod(0o600)
-        env["RAY_AUTH_TOKEN_PATH"] = str(wrong)
-    storage = cluster.base / f"auth-{token}"
-    spec = write_spec(cluster, f"auth-{token}", storage)
-    result = cluster.run(archstudy("submit", str(spec), "--address", DASHBOARD), env=env, timeout=120)
-    line = one_line_error(result)
-    assert "token authentication" in line and "cannot reach" not in line, line
-    if token == "none":
-        assert "RAY_AUTH_MODE is unset" in line and "set RAY_AUTH_MODE=token" in line, line
-    else:
-        assert "refused this process's token" in line, line
-    assert "RAY_AUTH_TOKEN_PATH" in line and "~/.ray/auth_token" in line, line
-    assert result.stdout == "" and not storage.exists()
-
-
-# ---- unreachable addresses (this process's own network namespace; nothing listens on port 1) ---------
-@pytest.mark.parametrize("command,address", [("run", "127.0.0.1:1"), ("submit", "http://127.0.0.1:1")])
-def test_an_unreachable_address_fails_at_once(study_env, tmp_path, command, address):
-    storage = tmp_path / "storage"
-    spec = tmp_path / "unreachable.yaml"
-    spec.write_text(spec_text(storage, name="unreachable", **STUDY))
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"   # Ray must not swap 127.0.0.1 for this host's address
-    result = execute(archstudy(command, str(spec), "--address", address), env, timeout=90)
-    line = one_line_error(result)
-    assert line.startswith(f"error: --address: cannot reach a Ray ") and f"'{address}'" in line, line
-    assert "connection refused" in line, line
-    assert result.seconds < 60, f"took {result.seconds:.0f} s"
-    assert not storage.exists() and result.stdout == ""
-    assert list(RAY_TEMP.glob(f"session_*_{result.pid}")) == []   # no Ray started
+    assert result.rc == 0 and f"Job '{submitted.job_id}' succeeded" in result.stdout, \
+        f"{line.group(1)}\nexit {result.rc}\nstdout: {result.stdout[-2000:]}\nstderr: {result.stderr[-2000:]}"
 
 
 # ---- last: the cluster stops and leaves nothing behind ------------------------------------------------------

@@ -15,11 +15,14 @@
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import os
+import re
+import shutil
 import signal
-import time
 import warnings
 from pathlib import Path
 
@@ -108,8 +111,9 @@ def diverging(ray_local, study_env, tmp_path_factory):
     path.write_text(diverging_spec_text(root / "results"))
     spec = load_spec(path)
     study = runner.prepare(spec)
-    started = time.monotonic()
-    study.run()
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):   # the runner's own lines (not Ray's or Tune's logs)
+        study.run()
     out = study.out
     trials = pd.read_parquet(out / "trials.parquet")
     epochs = pd.read_parquet(out / "epochs.parquet")
@@ -117,7 +121,7 @@ def diverging(ray_local, study_env, tmp_path_factory):
     answers = questions.answers(trials, epochs, gradflow, metric=spec.metric, mode=spec.mode,
                                 epochs_budget=spec.epochs, space={})
     return dict(out=out, spec=spec, trials=trials, epochs=epochs, gradflow=gradflow, answers=answers,
-                seconds=time.monotonic() - started, storage=f"sqlite:///{out / 'optuna.db'}")
+                storage=f"sqlite:///{out / 'optuna.db'}", stderr=stderr.getvalue())
 
 
 def trial_rows(trials: pd.DataFrame, phase: str, arm: str) -> pd.DataFrame:
@@ -127,7 +131,6 @@ def trial_rows(trials: pd.DataFrame, phase: str, arm: str) -> pd.DataFrame:
 def test_diverging_arm_study_finishes_and_confirms_the_others(diverging):
     d = diverging
     assert json.loads((d["out"] / "study.json").read_text())["phase"] == "done"
-    assert d["seconds"] < 90, f"the diverging study took {d['seconds']:.0f} s"
     trials = d["trials"]
     assert (trials.phase == "search").sum() == 3
     search = {arm: trial_rows(trials, "search", arm) for arm in ("steady", "edge", "boom")}
@@ -136,6 +139,7 @@ def test_diverging_arm_study_finishes_and_confirms_the_others(diverging):
     # boom has no completed search trial: it is not confirmed; the others are, with every seed
     confirm = {arm: trial_rows(trials, "confirm", arm) for arm in ("steady", "edge", "boom")}
     assert confirm["boom"].empty
+    assert "warning: arm 'boom' has no completed search trial; it is not confirmed" in d["stderr"]
     assert confirm["steady"].status.tolist() == ["completed", "completed"]
     # edge's best configuration diverges with seed 1, in its last epoch
     assert confirm["edge"].status.tolist() == ["completed", "diverged"]
@@ -146,7 +150,8 @@ def test_diverged_trials_are_recorded_truthfully(diverging):
     d = diverging
     trials, epochs = d["trials"], d["epochs"]
     for row in trials[trials.status == "diverged"].itertuples():
-        mine = epochs[(epochs.phase == row.phase) & (epochs.trial_id == row.trial_id)].sort_values("epoch")
+        mine = epochs[(epochs.phase == row.phase) & (epochs.trial_id == row.trial_id)]
+        mine = mine.sort_values("epoch")
         last = mine.iloc[-1]
         # the diverged epoch is kept, with its non-finite loss and without validation metrics
         assert last.status == "diverged" and last.epoch == row.epochs_run
@@ -154,15 +159,19 @@ def test_diverged_trials_are_recorded_truthfully(diverging):
         assert pd.isna(last.val_acc) and pd.isna(row.final_val_acc)
         assert (mine.status.iloc[:-1] == "running").all()
     # Optuna: the diverged search trial is FAIL (not PRUNED, not COMPLETE with a made-up score)
+    # and its diverged epoch reported no intermediate value (it has no val_acc); the completed
+    # trials are COMPLETE with their final val_acc and one intermediate value per epoch
     states = {}
     for arm in ("steady", "edge", "boom"):
         study = optuna.load_study(study_name=study_name("diverging", arm), storage=d["storage"])
-        states[arm] = [(t.state, t.value) for t in study.trials]
-    assert states["boom"] == [(TrialState.FAIL, None)]
+        states[arm] = [(t.state, t.value, t.intermediate_values) for t in study.trials]
+    assert states["boom"] == [(TrialState.FAIL, None, {})]
     for arm in ("steady", "edge"):
-        (state, value), = states[arm]
+        (state, value, intermediate), = states[arm]
         row = trial_rows(trials, "search", arm).iloc[0]
+        mine = epochs[(epochs.phase == "search") & (epochs.trial_id == row.trial_id)]
         assert state == TrialState.COMPLETE and value == row.final_val_acc
+        assert intermediate == dict(zip(mine.epoch, mine.val_acc))
 
 
 def test_analysis_reports_diverged_trials_and_leaves_them_out(diverging):
@@ -191,7 +200,7 @@ def test_analysis_reports_diverged_trials_and_leaves_them_out(diverging):
         in ([("steady", "edge", 3, "too few seeds")], [("edge", "steady", 3, "too few seeds")])
 
 
-@pytest.mark.xfail(strict=True, reason=(
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
     "analysis/why.py: gradient_profile() and attenuation() read the gradflow table, which has no "
     "trial status, and keep every confirmation trial's layers, diverged ones included"))
 def test_gradient_flow_statistics_leave_diverged_trials_out(diverging):
@@ -255,7 +264,6 @@ def uninterrupted(local_trial, tmp_path_factory):
 def restore(local_trial, uninterrupted, tmp_path, damaged: dict[int, str], index: int = 2):
     """A copy of the uninterrupted trial's checkpoints with `damaged` {index: how}, and a new Trial
     restored (as Tune does it) from checkpoint_00000<index>; returns (trial, its warnings)."""
-    import shutil
     folder = tmp_path / "trial"
     shutil.copytree(uninterrupted[0], folder)
     for i, how in damaged.items():
@@ -389,10 +397,11 @@ def test_tune_restores_a_trial_from_damaged_checkpoints(ray_local, study_env, da
         # the tables keep each epoch once: its last report
         assert [scores(r) for r in tables.read_results(tmp_path / "damaged" / arm)] \
             == [scores(r) for r in steady]
+        # the warning, in the stderr of the process that restored the trial (one line each)
         stderr = worker_stderr(after[0]["pid"])
-        assert "CheckpointFallbackWarning" in stderr and "cannot load checkpoint_000002" in stderr, \
-            f"{arm}: no warning in the restarted worker's stderr:\n{stderr[-2000:]}"
-    assert "continuing from checkpoint_000001 (epoch 2)" in worker_stderr(
-        read_results(tmp_path / "damaged" / "fallback")[-1]["pid"])
-    assert "restarting it from scratch (epoch 0)" in worker_stderr(
-        read_results(tmp_path / "damaged" / "scratch")[-1]["pid"])
+        outcome = {"fallback": "continuing from checkpoint_000001 (epoch 2)",
+                   "scratch": "none of its checkpoints loads: restarting it from scratch (epoch 0)"}[arm]
+        trial_dir = re.escape(str(tmp_path / "damaged" / arm))
+        warning = re.compile(rf"CheckpointFallbackWarning: trial \w+ \({trial_dir}\): "
+                             rf"cannot load checkpoint_000002: .*; {re.escape(outcome)}")
+        assert warning.search(stderr), f"{arm}: no warning in its worker's stderr:\n{stderr[-3000:]}"
