@@ -627,6 +627,12 @@ def cli(tmp_path_factory):
         path.write_text(text.format(storage=root / f"storage{i}"))
         calls[f"validate:{where}"] = ["validate", str(path)]
         calls[f"run:{where}"] = ["run", str(path)]
+    (root / "not-a-study").mkdir()
+    calls["resume:not-a-study"] = ["resume", str(root / "not-a-study")]
+    no_data = root / "no-data.yaml"
+    no_data.write_text(f"name: offline\ndata: cifar10\ndata_root: {root / 'empty'}\n"
+                       f"storage: {root / 'storage-no-data'}\narms: [{{model: resnet20}}]\n")
+    calls["run:no-data"] = ["run", str(no_data)]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     started = {name: (time.monotonic(), subprocess.Popen(
         [sys.executable, "-m", "study", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
@@ -651,6 +657,19 @@ def test_spec_error_exits_2_with_one_line_before_anything_starts(cli, command, w
     assert not (cli.root / f"storage{i}").exists()          # nothing written
     assert ray_sessions_of(result.pid) == []                 # no Ray started (the killed run's check
     # above, test_resume_finishes..., shows that a started Ray leaves session_*_<pid>)
+
+
+@pytest.mark.parametrize("call, expected", [
+    ("resume:not-a-study", "is not a study folder"),
+    ("run:no-data", "cifar10"),
+])
+def test_unusable_folders_and_missing_data_exit_2_with_one_line(cli, call, expected):
+    result = cli.results[call]
+    lines = result.stderr.splitlines()
+    assert result.rc == 2 and len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], \
+        result.stderr[-2000:]
+    assert ray_sessions_of(result.pid) == []   # refused before Ray started
+    assert not (cli.root / "storage-no-data").exists() and list((cli.root / "not-a-study").iterdir()) == []
 
 
 def test_validate_schema_and_models(cli):
