@@ -72,11 +72,8 @@ def start_ray(address: str | None) -> None:
     if ray.is_initialized():
         return
     if address:
-        try:
-            ray.init(address=address, logging_level="WARNING", log_to_driver=False)
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            raise StudyError(f"--address: cannot connect to a Ray cluster at {address!r} "
-                             f"({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
+        from .cluster import connect
+        connect(address)   # probes the address first: Ray's own retries take ~14 minutes
     else:
         # Ray turns token authentication on for a new local cluster (unless RAY_AUTH_MODE says
         # otherwise) and says so in a warning each time; the default is what we want, so mute it.
