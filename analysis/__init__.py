@@ -37,16 +37,13 @@ def compute(tables: io.StudyTables, level: float = 0.95) -> tuple[dict, dict, di
     """(answers, figures, frames) of loaded tables: pure, nothing is written."""
     spec = tables.spec
     t, e, g = tables.trials, tables.epochs, tables.gradflow
-    answers = questions.answers(t, e, g, metric=spec.metric, mode=spec.mode, epochs_budget=spec.epochs,
-                                space=tables.space, level=level)
-    profile = questions.gradient_profile(g) if not g.empty else g
-    frames = {"ranking": questions.ranking(t, spec.metric, spec.mode, level),
-              "importances": questions.importances(t, tables.space, spec.metric, spec.mode),
-              "generalisation_gap": questions.generalisation_gap(e),
-              "gradient_profile": profile}
+    answers, frames = questions.answers_with_frames(
+        t, e, g, metric=spec.metric, mode=spec.mode, epochs_budget=spec.epochs, space=tables.space,
+        level=level)
+    profile = frames["gradient_profile"]   # completed confirmation trials only
     colors = fig.arm_colors(tables.arms)
     figures = {
-        "learning_curves": fig.learning_curves(e, colors),
+        "learning_curves": fig.learning_curves(e, colors, trials=t),
         "depth_effect": fig.depth_effect(t, spec.metric, level),
         "gradflow_heatmaps": fig.gradflow_heatmaps(profile, tables.arms),
         "attenuation_curves": fig.attenuation_curves(profile, colors),

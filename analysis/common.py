@@ -11,7 +11,10 @@ import numpy as np
 import pandas as pd
 
 DEFAULTS = {"batchnorm": True, "width": float("nan"), "family": "", "depth": float("nan"),
-            "model": "", "seed": float("nan")}
+            "model": "", "seed": float("nan"), "study": ""}
+# The training loss and accuracy are averaged over the epoch's batches while the weights still move
+# (trainables/train.py), not evaluated after the epoch like the validation ones: say so in the texts.
+TRAIN_LOSS = "training loss (running average over the epoch)"
 
 
 def rows(frame: pd.DataFrame | None, phase: str | None = None, status: str | None = None,
@@ -65,6 +68,38 @@ def with_series(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def line_name(family: str, line: str) -> str:
+    """A depth line in words for legends and sentences: 'plain vgg', 'plain 6n+2', 'residual 6n+2',
+    'plain 6n+2 nobn' (the series' own 'plain' / 'resnet' prefix is the family already)."""
+    rest = re.sub(r"^(plain|resnet)-?", "", str(line)).replace("-", " ").strip()
+    return f"{family} {rest}".strip()
+
+
+def left_out(trials: pd.DataFrame | None, phase: str = "confirm", columns: tuple = (),
+             arms=None) -> dict[str, dict[str, int]]:
+    """The runs of `phase` an analysis leaves out, per arm: {arm: {reason: count}}, the reason being
+    the status when it is not "completed", or "no <column>" for a completed run with NaN in one of
+    `columns`. Restricted to `arms` when given; arms with nothing left out are absent."""
+    frame = rows(trials, phase=phase, need=columns)
+    if arms is not None:
+        frame = frame[frame["arm"].isin(list(arms))]
+    out: dict[str, dict[str, int]] = {}
+    for arm, g in frame.groupby("arm", sort=False):
+        reasons = [str(s) if s != "completed" else
+                   next((f"no {c}" for c in columns if pd.isna(r[c])), None)
+                   for s, (_, r) in zip(g["status"], g.iterrows())]
+        counts = pd.Series([r for r in reasons if r], dtype=object).value_counts()
+        if len(counts):
+            out[str(arm)] = {str(k): int(v) for k, v in counts.items()}
+    return out
+
+
+def left_out_text(counts: dict[str, dict[str, int]]) -> str:
+    """'plain56 2 (diverged 1, error 1); vgg24 1 (no final_val_acc 1)' for left_out()'s result."""
+    return "; ".join(f"{arm} {sum(c.values())} (" + ", ".join(f"{k} {v}" for k, v in c.items()) + ")"
+                     for arm, c in counts.items())
+
+
 def _is_int(value) -> bool:
     try:
         return float(value).is_integer()
@@ -85,6 +120,11 @@ def ci(lo, hi, level: float) -> str:
     if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
         return "no CI"
     return f"{level:.0%} CI {num(lo)} to {num(hi)}"
+
+
+def sci(x: float) -> str:
+    """A power of ten as '1e-3' / '1e3'."""
+    return f"1e{round(math.log10(x))}"
 
 
 def pval(p) -> str:

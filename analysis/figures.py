@@ -17,7 +17,10 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from .common import confirmed, line_name, with_series
+from .convergence import completed_epochs
 from .stats import mean_ci
+from .gradflow import completed_keys
 
 PALETTE = qualitative.Plotly + qualitative.D3 + qualitative.Dark24
 LAYOUT = dict(template="plotly_white", font=dict(size=12), legend=dict(title="arm"),
@@ -48,10 +51,16 @@ def seed_band(fig, x, lo, hi, color, row=None, col=None) -> None:
                              hoverinfo="skip", showlegend=False), row=row, col=col)
 
 
-def learning_curves(epochs: pd.DataFrame, colors: dict, phase: str = "confirm") -> go.Figure:
-    """Train/validation loss and accuracy per epoch: mean over seeds with the seeds' range."""
-    rows = epochs[epochs.phase == phase] if not epochs.empty else epochs
-    title = f"Learning curves ({phase} phase, mean over seeds, band = seed range)"
+def learning_curves(epochs: pd.DataFrame, colors: dict, phase: str = "confirm",
+                    trials: pd.DataFrame | None = None) -> go.Figure:
+    """Train/validation loss and accuracy per epoch: mean over seeds with the seeds' range, over
+    completed trials only (by the epochs' own status, and by `trials` when given)."""
+    rows = completed_epochs(epochs, phase)
+    if trials is not None and not rows.empty:
+        keys = completed_keys(trials, phase)
+        rows = rows[[k in keys for k in zip(rows["study"], rows["arm"], rows["trial_id"])]]
+    title = (f"Learning curves ({phase} phase, completed trials, mean over seeds, band = seed range; "
+             "training curves are running averages over each epoch)")
     if rows.empty:
         return empty(title, f"no {phase} epochs")
     fig = make_subplots(rows=2, cols=2, subplot_titles=[label for _, label in CURVES],
@@ -74,35 +83,43 @@ def learning_curves(epochs: pd.DataFrame, colors: dict, phase: str = "confirm") 
 
 
 def depth_effect(trials: pd.DataFrame, metric: str, level: float = 0.95) -> go.Figure:
-    """Final validation metric and final training loss against depth, plain and residual families,
-    confirmation runs, mean with its confidence interval over seeds."""
-    done = trials[(trials.phase == "confirm") & (trials.status == "completed")
-                  & trials.family.isin(["plain", "residual"])]
+    """Final validation metric and final training loss against depth, completed confirmation runs,
+    mean with its confidence interval over seeds (no error bar where n = 1): one line per study,
+    family, series and width, the lines depth.py fits a trend along ('plain vgg', 'plain 6n+2',
+    'residual 6n+2', ...; prefixed with the study when there are several)."""
+    columns = ((f"final_{metric}", f"final {metric}"),
+               ("final_train_loss", "final training loss (running average over the epoch)"))
+    done = confirmed(trials, need=("study", "model", "family", "depth", "batchnorm", "width",
+                                   *(c for c, _ in columns)))
+    done = with_series(done[done.family.isin(["plain", "residual"])])
     title = f"Depth against final {metric} and training loss (mean, {level:.0%} CI over seeds)"
     if done.empty:
         return empty(title, "no completed confirmation runs of plain or residual networks")
-    columns = ((f"final_{metric}", f"final {metric}"), ("final_train_loss", "final training loss"))
     fig = make_subplots(rows=1, cols=2, subplot_titles=[label for _, label in columns])
-    styles = {"plain": dict(color="#d62728", symbol="circle"), "residual": dict(color="#1f77b4", symbol="square")}
+    colors = {"plain": ("#d62728", "#ff7f0e", "#8c564b", "#e377c2"),
+              "residual": ("#1f77b4", "#17becf", "#2ca02c", "#9467bd")}
+    several, widths = done["study"].nunique() > 1, done["width"].nunique() > 1
+    lines = list(done.groupby(["study", "family", "series", "width"], dropna=False))
     for c, (column, label) in enumerate(columns, start=1):
-        for family, style in styles.items():
+        for i, ((study, family, line, width), g) in enumerate(lines):
+            name = (f"{study}: " if several else "") + line_name(family, line) + (
+                f" w{width:g}" if widths else "")
             points = []
-            for (depth, arm), runs in done[done.family == family].groupby(["depth", "arm"]):
+            for (depth, arm), runs in g.groupby(["depth", "arm"]):
                 mean, lo, hi, n = mean_ci(runs[column].to_numpy(), level)
-                points.append((depth, arm, mean, 0 if math.isnan(lo) else mean - lo,
-                               0 if math.isnan(hi) else hi - mean, n))
-            if not points:
-                continue
+                points.append((depth, arm, mean, None if math.isnan(lo) else mean - lo,
+                               None if math.isnan(hi) else hi - mean, n))
             depth, arm, mean, minus, plus, n = map(list, zip(*sorted(points)))
             fig.add_trace(go.Scatter(
-                x=depth, y=mean, mode="lines+markers", name=family, legendgroup=family,
-                showlegend=c == 1, marker=dict(size=9, symbol=style["symbol"]), line=dict(color=style["color"]),
+                x=depth, y=mean, mode="lines+markers", name=name, legendgroup=name, showlegend=c == 1,
+                marker=dict(size=9, symbol="circle" if family == "plain" else "square"),
+                line=dict(color=colors[family][i % 4]),
                 error_y=dict(type="data", array=plus, arrayminus=minus, visible=True),
-                text=[f"{a} (n={k})" for a, k in zip(arm, n)], hovertemplate="%{text}: %{y:.4f}"),
-                row=1, col=c)
+                text=[f"{a} (n={k}{', no interval' if k < 2 else ''})" for a, k in zip(arm, n)],
+                hovertemplate="%{text}: %{y:.4f}"), row=1, col=c)
         fig.update_yaxes(title_text=label, row=1, col=c)
     fig.update_xaxes(title_text="depth (weight layers)")
-    return fig.update_layout(title=title, height=450, **{**LAYOUT, "legend": dict(title="family")})
+    return fig.update_layout(title=title, height=450, **{**LAYOUT, "legend": dict(title="line")})
 
 
 def gradflow_heatmaps(profile: pd.DataFrame, arms: list[str], column: str = "grad_norm") -> go.Figure:
@@ -111,6 +128,8 @@ def gradflow_heatmaps(profile: pd.DataFrame, arms: list[str], column: str = "gra
     if profile.empty:
         return empty(title, "no gradient-flow data (gradient_flow was off)")
     arms = [a for a in arms if a in set(profile.arm)]
+    if not arms:
+        return empty(title, "no gradient-flow data for these arms")
     cols = min(3, len(arms))
     rows = math.ceil(len(arms) / cols)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=arms, horizontal_spacing=0.06,
@@ -158,18 +177,24 @@ def search_curves(epochs: pd.DataFrame, trials: pd.DataFrame, metric: str, color
     search = epochs[epochs.phase == "search"] if not epochs.empty else epochs
     if search.empty or metric not in search:
         return empty(title, "no search epochs")
-    status = trials[trials.phase == "search"].set_index("trial_id")["status"].to_dict()
+    search_trials = trials[trials.phase == "search"]
+    status = dict(zip(zip(search_trials.arm, search_trials.trial_id), search_trials.status))
     fig = go.Figure()
     shown = set()
-    for trial_id, rows in search.sort_values("epoch").groupby("trial_id", sort=False):
-        arm, state = rows.arm.iloc[0], status.get(trial_id, "error")
+    for (arm, trial_id), rows in search.sort_values("epoch").groupby(["arm", "trial_id"], sort=False):
+        state = status.get((arm, trial_id), "error")
         pruned = state == "pruned"
+        color = colors.get(arm, "#888")
         fig.add_trace(go.Scatter(
             x=rows.epoch, y=rows[metric], name=arm, legendgroup=arm, showlegend=arm not in shown,
-            mode="lines+markers" if state == "diverged" else "lines",
-            marker=dict(symbol="x", size=9), opacity=0.45 if pruned else 0.95,
-            line=dict(color=colors.get(arm, "#888"), dash="dot" if pruned else "solid"),
+            mode="lines", opacity=0.45 if pruned else 0.95,
+            line=dict(color=color, dash="dot" if pruned else "solid"),
             hovertemplate=f"{arm} {trial_id} ({state}): %{{y:.4f}}<extra></extra>"))
+        if state == "diverged":
+            fig.add_trace(go.Scatter(
+                x=rows.epoch.iloc[-1:], y=rows[metric].iloc[-1:], mode="markers", legendgroup=arm,
+                showlegend=False, marker=dict(symbol="x", size=10, color=color),
+                hovertemplate=f"{arm} {trial_id} diverged: %{{y:.4f}}<extra></extra>"))
         shown.add(arm)
     fig.update_xaxes(title_text="epoch")
     fig.update_yaxes(title_text=metric)

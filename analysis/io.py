@@ -7,7 +7,9 @@ dict or figure out).
     tables.trials, tables.epochs, tables.gradflow      # pandas DataFrames (study/tables.py)
 
 Several folders can be read at once to compare studies: each arm is then called "<study>:<arm>" so
-that same-named arms of different studies stay apart.
+that same-named arms of different studies stay apart, and the `study` column is the spec's name
+(the statistics never pool or pair runs across studies). They must share the metric and its mode
+(a StudyError otherwise). The trials table gets an `epochs_budget` column: its study's epochs.
 """
 from __future__ import annotations
 
@@ -89,13 +91,22 @@ def load_studies(folders: list[str | os.PathLike]) -> StudyTables:
     if not folders:
         raise StudyError("analyze: give at least one study folder")
     read = [read_folder(f) for f in folders]
+    first = read[0][1]
+    for _out, spec, _tables in read[1:]:
+        for key in ("metric", "mode"):
+            if getattr(spec, key) != getattr(first, key):
+                raise StudyError(f"analyze: studies {first.name} and {spec.name} differ in {key} "
+                                 f"({getattr(first, key)} vs {getattr(spec, key)}): compare studies "
+                                 f"that optimise the same {key}")
     several = len(read) > 1
     frames: dict[str, list[pd.DataFrame]] = {t: [] for t in TABLES}
     arms: list[str] = []
     for _out, spec, tables in read:
         for t, frame in tables.items():
-            if several and not frame.empty:
-                frame = frame.assign(arm=spec.name + ":" + frame["arm"].astype(str))
+            if t == "trials":
+                frame = frame.assign(epochs_budget=spec.epochs)
+            if several and not frame.empty:   # `study` too: the analysis groups on it
+                frame = frame.assign(study=spec.name, arm=spec.name + ":" + frame["arm"].astype(str))
             frames[t].append(frame)
         arms += [f"{spec.name}:{a}" if several else a for a in spec.arm_names]
     return StudyTables(folders=[r[0] for r in read], specs=[r[1] for r in read], sources=list(folders),

@@ -5,8 +5,12 @@
 
 Both read the confirmation phase of the `trials` table (one row per trial) and score an arm by the
 final-epoch value of the metric (`final_<metric>`), the value the search also optimised. Only
-completed trials count; diverged, errored (or interrupted) confirmation trials are left out and
-counted in `excluded`.
+completed trials with a value count; diverged, errored (or interrupted) confirmation trials, and
+completed ones without a final metric, are left out and counted in `excluded`.
+
+Two tests of "is this arm better", on purpose of different strength: the ranking's ties are
+overlapping 95% intervals (conservative: two arms can overlap yet differ), while `pairwise` gives
+each difference a Welch test, Holm-adjusted over all pairs, and bases its verdicts on that.
 """
 from __future__ import annotations
 
@@ -15,12 +19,12 @@ import itertools
 import pandas as pd
 
 from .common import rows, test_column
-from .stats import NAN, clean, hedges_g, mean_ci, welch
+from .stats import NAN, clean, hedges_g, holm, mean_ci, welch
 
 RANKING_COLUMNS = ["arm", "family", "depth", "n", "mean", "ci_lo", "ci_hi", "std", "test_mean",
                    "test_ci_lo", "test_ci_hi", "excluded", "position", "rank", "tied_with"]
 PAIRWISE_COLUMNS = ["arm_a", "arm_b", "n_a", "n_b", "mean_a", "mean_b", "diff", "diff_ci_lo",
-                    "diff_ci_hi", "test", "t", "p", "df", "hedges_g", "verdict"]
+                    "diff_ci_hi", "test", "t", "p", "p_holm", "df", "hedges_g", "verdict"]
 
 
 def arm_scores(trials: pd.DataFrame, metric: str) -> dict[str, list[float]]:
@@ -39,7 +43,8 @@ def ranking(trials: pd.DataFrame, metric: str = "val_acc", mode: str = "max",
 
     Columns: arm, family, depth, n (completed seeds), mean, ci_lo, ci_hi (t-interval at `level`),
     std, test_mean, test_ci_lo, test_ci_hi (NaN when there is no test metric), excluded
-    (confirmation trials not completed), position (1 = best mean), rank and tied_with.
+    (confirmation trials not completed, or completed without final_<metric>), position (1 = best
+    mean), rank and tied_with.
 
     tied_with lists the arms whose interval overlaps this arm's. An arm with a single seed has no
     interval and counts as overlapping every arm. `rank` is 1 + the number of arms that are clearly
@@ -70,7 +75,7 @@ def _arm_row(arm: str, g: pd.DataFrame, col: str, test: str, level: float) -> di
     return {"arm": arm, "family": g["family"].iloc[0], "depth": g["depth"].iloc[0], "n": n,
             "mean": mean, "ci_lo": lo, "ci_hi": hi, "std": float(values.std(ddof=1)) if n > 1 else NAN,
             "test_mean": test_mean, "test_ci_lo": test_lo, "test_ci_hi": test_hi,
-            "excluded": int((g["status"] != "completed").sum())}
+            "excluded": int((g["status"] != "completed").sum() + done[col].isna().sum())}
 
 
 def _ranks(frame: pd.DataFrame, sign: float) -> tuple[list, list]:
@@ -98,15 +103,19 @@ def _clearly_better(a, b, sign: float) -> bool:
 
 
 def pairwise(trials: pd.DataFrame, metric: str = "val_acc", mode: str = "max",
-             level: float = 0.95) -> pd.DataFrame:
-    """Every pair of arms (arm_a ranked above arm_b by mean): Welch's t-test of the difference.
+             level: float = 0.95, order: list | None = None) -> pd.DataFrame:
+    """Every pair of arms (arm_a ranked above arm_b by mean): Welch's t-test of the difference,
+    with Holm's adjustment over every pair that has a p-value.
 
-    Needs the same columns as ranking(). Columns: arm_a, arm_b, n_a, n_b, mean_a, mean_b, diff
-    (mean a - mean b), diff_ci_lo, diff_ci_hi (Welch interval at `level`), test ("welch"), t, p, df,
-    hedges_g, verdict: "a better" / "b better" when the interval excludes 0 (i.e. p < 1 - level),
-    "tied" when it contains 0, "too few seeds" when either arm has fewer than 2 seeds (p is NaN).
+    Needs the same columns as ranking(); `order` is the ranking's arm order when the caller already
+    has it. Columns: arm_a, arm_b, n_a, n_b, mean_a, mean_b, diff (mean a - mean b), diff_ci_lo,
+    diff_ci_hi (unadjusted Welch interval at `level`), test ("welch"), t, p (unadjusted), p_holm,
+    df, hedges_g, verdict: "a better" / "b better" (by the sign of the difference) when
+    p_holm < 1 - level, "tied" otherwise, "too few seeds" when either arm has fewer than 2 seeds
+    (p is NaN and the pair is not in the Holm family).
     """
-    order = ranking(trials, metric, mode, level)["arm"].tolist()
+    if order is None:
+        order = ranking(trials, metric, mode, level)["arm"].tolist()
     scores = arm_scores(trials, metric)
     table = []
     for a, b in itertools.combinations(order, 2):
@@ -117,7 +126,14 @@ def pairwise(trials: pd.DataFrame, metric: str = "val_acc", mode: str = "max",
                       "diff_ci_lo": test["lo"], "diff_ci_hi": test["hi"], "test": "welch",
                       "t": test["t"], "p": test["p"], "df": test["df"], "hedges_g": hedges_g(xa, xb),
                       "verdict": verdict(test, mode, "a better", "b better")})
-    return pd.DataFrame(table, columns=PAIRWISE_COLUMNS)
+    frame = pd.DataFrame(table, columns=PAIRWISE_COLUMNS)
+    frame["p_holm"] = holm(frame["p"]) if len(frame) else []
+    held = (frame["verdict"] != "too few seeds") & ~(frame["p_holm"] < 1 - level)
+    frame.loc[held, "verdict"] = "tied"
+    wins = (frame["verdict"] != "too few seeds") & (frame["p_holm"] < 1 - level)
+    higher = (frame["diff"] > 0) == (mode == "max")
+    frame.loc[wins, "verdict"] = ["a better" if h else "b better" for h in higher[wins]]
+    return frame
 
 
 def verdict(test: dict, mode: str, a_wins: str, b_wins: str) -> str:

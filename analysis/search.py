@@ -24,7 +24,9 @@ from .common import rows
 SAVINGS_COLUMNS = ["arm", "trials", "completed", "pruned", "diverged", "error", "epochs_used",
                    "full_budget", "fraction_used"]
 IMPORTANCE_COLUMNS = ["arm", "param", "importance", "n_trials"]
-COST_COLUMNS = ["arm", "phase", "trials", "epochs", "wall_seconds", "cpu_seconds", "gpu_seconds"]
+COST_COLUMNS = ["arm", "phase", "trials", "epochs", "wall_seconds", "reserved_cpu_seconds",
+                "reserved_gpu_seconds"]
+MIN_TRIALS_FOR_IMPORTANCE = 10   # fewer completed search trials: no fANOVA importance at all
 
 
 def param_columns(trials: pd.DataFrame) -> list[str]:
@@ -58,15 +60,18 @@ def best_configs(trials: pd.DataFrame, metric: str = "val_acc", mode: str = "max
 def asha_savings(trials: pd.DataFrame, epochs_budget: int) -> pd.DataFrame:
     """Per arm, the search phase's epochs against running every trial to the full budget.
 
-    Needs columns: phase, status, arm, epochs_run. Columns: arm, trials, completed, pruned,
-    diverged, error (counts by status), epochs_used, full_budget (trials x epochs_budget),
-    fraction_used (epochs_used / full_budget; 1.0 means ASHA saved nothing).
+    Needs columns: phase, status, arm, epochs_run, and (optional) epochs_budget: each trial's own
+    study's epoch budget (io.load_studies adds it, so that studies compared together each use
+    theirs); where it is missing or NaN, the `epochs_budget` argument. Columns: arm, trials,
+    completed, pruned, diverged, error (counts by status), epochs_used, full_budget (the sum of the
+    trials' budgets), fraction_used (epochs_used / full_budget; 1.0 means ASHA saved nothing).
     """
-    search = rows(trials, phase="search", need=("epochs_run",))
+    search = rows(trials, phase="search", need=("epochs_run", "epochs_budget"))
     table = []
     for arm, g in search.groupby("arm", sort=False):
         counts = g["status"].value_counts()
-        used, full = float(g["epochs_run"].sum()), len(g) * epochs_budget
+        used = float(g["epochs_run"].sum())
+        full = float(g["epochs_budget"].astype(float).fillna(epochs_budget).sum())
         table.append({"arm": arm, "trials": len(g),
                       **{s: int(counts.get(s, 0)) for s in ("completed", "pruned", "diverged", "error")},
                       "epochs_used": used, "full_budget": full,
@@ -75,14 +80,15 @@ def asha_savings(trials: pd.DataFrame, epochs_budget: int) -> pd.DataFrame:
 
 
 def costs(trials: pd.DataFrame) -> pd.DataFrame:
-    """Per arm and phase: trials, epochs (sum of epochs_run) and the sums of wall_seconds,
-    cpu_seconds and gpu_seconds. Needs those columns plus phase and arm."""
+    """Per arm and phase: trials, epochs (sum of epochs_run), wall_seconds and the reserved CPU and
+    GPU seconds (the trials table's cpu_seconds / gpu_seconds: wall time x the CPUs / GPUs reserved
+    for the trial, not measured use). Needs those columns plus phase and arm."""
     frame = rows(trials, need=("epochs_run", "wall_seconds", "cpu_seconds", "gpu_seconds"))
     if frame.empty:
         return pd.DataFrame(columns=COST_COLUMNS)
     out = frame.groupby(["arm", "phase"], sort=False).agg(
         trials=("arm", "size"), epochs=("epochs_run", "sum"), wall_seconds=("wall_seconds", "sum"),
-        cpu_seconds=("cpu_seconds", "sum"), gpu_seconds=("gpu_seconds", "sum"))
+        reserved_cpu_seconds=("cpu_seconds", "sum"), reserved_gpu_seconds=("gpu_seconds", "sum"))
     return out.reset_index()[COST_COLUMNS]
 
 
@@ -132,14 +138,15 @@ def _fit(dist: BaseDistribution, values: list) -> tuple[BaseDistribution, list]:
 
 
 def importances(trials: pd.DataFrame, space: dict, metric: str = "val_acc", mode: str = "max",
-                seed: int = 0) -> pd.DataFrame:
+                seed: int = 0, min_trials: int = MIN_TRIALS_FOR_IMPORTANCE) -> pd.DataFrame:
     """Per arm and searched parameter: the fANOVA importance (Optuna's FanovaImportanceEvaluator,
     seeded; normalised to sum to 1 per arm) of the parameter for final_<metric>.
 
     Needs columns: phase, status, arm, final_<metric>, param_<name> for each name in `space`.
     `space` maps a parameter name to its search dimension (see to_distribution), e.g. the spec's
     `search.space`. Only completed search trials with a score and every parameter count. An arm
-    with fewer than 2 such trials gets no rows; a parameter with a single observed value in an arm
+    with fewer than `min_trials` (MIN_TRIALS_FOR_IMPORTANCE, 10; at least 2) such trials gets no
+    rows: a fANOVA forest on fewer says nothing worth showing; a parameter with a single observed value in an arm
     is left out of that arm; an arm with no varied parameter, or whose trials all score the same,
     gets no rows.
     Columns: arm, param, importance, n_trials (completed trials used). Sorted by arm, then importance.
@@ -151,7 +158,7 @@ def importances(trials: pd.DataFrame, space: dict, metric: str = "val_acc", mode
         present = [p for p in space if f"param_{p}" in g]
         g = g[g[[col, *(f"param_{p}" for p in present)]].notna().all(axis=1)]
         names = [p for p in present if g[f"param_{p}"].map(_choice).nunique() >= 2]
-        if len(g) < 2 or g[col].nunique() < 2 or not names:   # nothing to explain, or to explain it
+        if len(g) < max(2, min_trials) or g[col].nunique() < 2 or not names:   # nothing to explain, or to explain it
             continue
         scores = _fanova(g, {p: to_distribution(space[p]) for p in names}, col, mode, seed)
         table += [{"arm": arm, "param": p, "importance": v, "n_trials": len(g)} for p, v in scores.items()]

@@ -1,9 +1,10 @@
 """Small statistics helpers for the analysis: confidence intervals, two-sample tests, effect sizes
 and regression slopes. Pure numpy/scipy; nothing here reads files or knows about studies.
 
-    from analysis.stats import mean_ci, welch, hedges_g, slope_ci
+    from analysis.stats import mean_ci, welch, hedges_g, holm, slope_ci
     mean, lo, hi, n = mean_ci([0.91, 0.93, 0.92])          # t-interval of the mean
     welch([1.0, 1.2, 1.1], [0.8, 0.9, 0.7])                # {'t', 'p', 'df', 'diff', 'lo', 'hi'}
+    holm([0.01, 0.04, 0.03])                               # Holm-adjusted p-values
     slope_ci(depths, losses)                               # {'slope', 'lo', 'hi', 'p', 'n'}
 
 Every function drops NaNs first and answers NaN (never raises) when there is too little data:
@@ -80,17 +81,20 @@ def hedges_g(a, b) -> float:
     return float((a.mean() - b.mean()) / pooled * (1 - 3 / (4 * (na + nb) - 9)))
 
 
-def bootstrap_diff_ci(a, b, seed: int = 0, n: int = 2000, level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap interval (lo, hi) of mean(a) - mean(b), resampling each side on its own.
-    NaN with fewer than 2 values on either side."""
-    a, b = clean(a), clean(b)
-    if len(a) < 2 or len(b) < 2:
-        return NAN, NAN
-    rng = np.random.default_rng(seed)
-    diffs = (rng.choice(a, (n, len(a))).mean(axis=1) - rng.choice(b, (n, len(b))).mean(axis=1))
-    tail = (1 - level) / 2 * 100
-    lo, hi = np.percentile(diffs, [tail, 100 - tail])
-    return float(lo), float(hi)
+def holm(pvalues) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p-values (same order as given): the k-th smallest
+    of m finite p-values becomes max over j <= k of min(1, (m - j + 1) p_(j)). NaN p-values stay NaN
+    and do not count in m. Rejecting where the adjusted p < alpha controls the family-wise error."""
+    p = np.asarray(pvalues, dtype=float).ravel()
+    out = np.full(p.shape, NAN)
+    finite = np.flatnonzero(np.isfinite(p))
+    m = len(finite)
+    order = finite[np.argsort(p[finite], kind="stable")]
+    running = 0.0
+    for k, i in enumerate(order):
+        running = max(running, min(1.0, (m - k) * p[i]))
+        out[i] = running
+    return out
 
 
 def slope_ci(x, y, level: float = 0.95) -> dict:

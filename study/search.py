@@ -158,6 +158,9 @@ class ArmSearch(PickledState, Searcher):
         if result and self.metric in result:   # Tune sends a trial's last result only here
             self.on_trial_result(trial_id, result)
         status = (result or {}).get("status")
+        # FAIL covers both; the attribute tells a diverged trial from a crashed one
+        study._storage.set_trial_user_attr(trial._trial_id, "status",
+                                           "error" if error or status is None else status)
         if error or status is None or status == "diverged" or self.metric not in result:
             study.tell(trial, state=TrialState.FAIL)
         elif status == "completed":        # ran its full budget

@@ -64,9 +64,8 @@ class Trial(tune.Trainable):
         self.start(config)
 
     def start(self, config: dict) -> None:
-        self.trainer = Trainer(training_options(config), self.data)
-        self.epochs = self.trainer.run(test=config["phase"] == "confirm")   # starts at trainer.epoch
-        self.last: dict | None = None   # the last epoch's metrics (kept in checkpoints)
+        self.trial_config = config
+        self.restart_trainer()
         self.stop_at = self.pruned.get(f"{config['arm']}/{config.get('optuna_trial')}")
         model = self.trainer.model
         self.facts = {"node_id": ray.get_runtime_context().get_node_id(), "family": model.family,
@@ -74,7 +73,7 @@ class Trial(tune.Trainable):
         # The W&B run opens at the first step, not here: Tune may construct an actor for a trial,
         # hand the trial to a reused actor instead and kill this one mid-setup (which left a run
         # folder without a .wandb file behind, 1 in ~10 test runs under load).
-        self.trial_config, self.run, self.run_opened = config, None, False
+        self.run, self.run_opened = None, False
         self.tags = [config["arm"], model.family, f"depth-{model.depth}"]
         self.started = time.time()
 
@@ -128,11 +127,11 @@ class Trial(tune.Trainable):
         self._iteration = self.trainer.epoch   # Tune's training_iteration: the epochs done
 
     def restart_trainer(self) -> None:
-        """A new Trainer at epoch 0, as start() builds it (the same seed: the same initial state)."""
+        """A new Trainer at epoch 0 for this trial's config (the same seed: the same initial state)."""
         config = self.trial_config
         self.trainer = Trainer(training_options(config), self.data)
-        self.epochs = self.trainer.run(test=config["phase"] == "confirm")
-        self.last = None
+        self.epochs = self.trainer.run(test=config["phase"] == "confirm")   # starts at trainer.epoch
+        self.last: dict | None = None   # the last epoch's metrics (kept in checkpoints)
 
     def cleanup(self) -> None:
         if self.run is not None:

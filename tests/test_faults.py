@@ -1,13 +1,14 @@
 """Fault injection (issue 6, items 4 and 5), on real components: a local Ray instance on 127.0.0.1
 (conftest.ray_local), Optuna in SQLite, W&B offline, the mnist-5k data.
 
-- A diverging arm: a tiny study with a fixed lr of 7.0 and three MLP arms. One hidden layer of 32
-  never diverges (its ReLUs die instead); [64, 64] completes with seed 0 and diverges in epoch 2 with
-  seed 1; [64, 64, 64] diverges in epoch 1. Each outcome is the same for lr x (1 +/- 1%) and with
-  1 or 2 torch threads, so it is no knife-edge that another CPU's rounding could flip. The study
-  must finish, record the diverged trials truthfully (tables, Optuna), confirm the arms that have
-  a completed search trial, and the analysis must report the diverged trials and leave them out of
-  its statistics.
+- A diverging arm: a tiny study with a fixed lr of 7.0, three MLP arms, confirmation seeds 4 and
+  11 (so the search trials train with seed 12, runner.search_seed). One hidden layer of 32 never
+  diverges (its ReLUs die instead); [40, 40] completes with seeds 12 and 4 and diverges in epoch 2
+  with seed 11; [64, 64, 64] diverges in epoch 1. Each of these outcomes stays the same for any lr
+  from 6.3 to 7.7 (checked at 17 points) and with 1 or 2 torch threads, so it is no knife-edge that
+  another CPU's rounding could flip. The study must finish, record the diverged trials truthfully
+  (tables, Optuna), confirm the arms that have a completed search trial, and the analysis must
+  report the diverged trials and leave them out of its statistics.
 - Damaged checkpoints: Trial.load_checkpoint falls back to the trial's previous checkpoint, or to a
   fresh start, with a warning; directly on a folder of checkpoints, and through Tune, where a
   callback damages a trial's checkpoint files as Tune registers them and then SIGKILLs the worker,
@@ -86,9 +87,9 @@ def damage(path: Path, how: str) -> None:
 
 
 # ---- 1. a diverging arm ----------------------------------------------------------------------------
-DIVERGING_SPEC = dict(name="diverging", epochs=2, seeds=[0, 1],
+DIVERGING_SPEC = dict(name="diverging", epochs=2, seeds=[4, 11],
                       arms=["model: mlp, hidden: [32], name: steady",
-                            "model: mlp, hidden: [64, 64], name: edge",
+                            "model: mlp, hidden: [40, 40], name: edge",
                             "model: mlp, hidden: [64, 64, 64], name: boom"])
 
 
@@ -110,6 +111,7 @@ def diverging(ray_local, study_env, tmp_path_factory):
     path = root / "diverging.yaml"
     path.write_text(diverging_spec_text(root / "results"))
     spec = load_spec(path)
+    assert runner.search_seed(spec) == 12, "the arms' outcomes above were checked for search seed 12"
     study = runner.prepare(spec)
     stderr = io.StringIO()
     with contextlib.redirect_stderr(stderr):   # the runner's own lines (not Ray's or Tune's logs)
@@ -141,7 +143,7 @@ def test_diverging_arm_study_finishes_and_confirms_the_others(diverging):
     assert confirm["boom"].empty
     assert "warning: arm 'boom' has no completed search trial; it is not confirmed" in d["stderr"]
     assert confirm["steady"].status.tolist() == ["completed", "completed"]
-    # edge's best configuration diverges with seed 1, in its last epoch
+    # edge's best configuration diverges with seed 11, in its last epoch
     assert confirm["edge"].status.tolist() == ["completed", "diverged"]
     assert confirm["edge"].epochs_run.tolist() == [2, 2]
 
@@ -188,31 +190,27 @@ def test_analysis_reports_diverged_trials_and_leaves_them_out(diverging):
     json.dumps(answers, allow_nan=False)   # NaN from diverged rows becomes null, not invalid JSON
     ranked = {r["arm"]: r for r in answers["ranking"]["ranking"]}
     assert ranked["edge"]["excluded"] == 1 and ranked["edge"]["n"] == 1
-    text = "\n".join(answers["text"])
-    assert "Left out: confirmation trials that did not complete (edge 1)." in text
-    assert "Too few seeds for an interval (fewer than 2): edge;" in text
+    # the sentences say so (their wording is analysis/questions.py's; only the gist is checked)
+    text = answers["text"]
+    assert any(t.startswith("Left out") and "edge 1" in t for t in text), text
+    assert any(t.startswith("Too few seeds") and "edge" in t for t in text), text
     savings = {r["arm"]: r for r in answers["search"]["asha_savings"]}
     assert (savings["boom"]["diverged"], savings["boom"]["completed"]) == (1, 0)
-    assert "1 diverged" in text
-    assert "boom: no completed search trial, so no best configuration." in text
+    assert any(re.search(r"\b1 diverged\b", t) for t in answers["search"]["text"]), text
+    best = {r["arm"]: r for r in answers["search"]["best_configs"]}
+    assert best["boom"]["n_completed"] == 0 and best["edge"]["n_completed"] == 1
+    assert any(t.startswith("boom: no completed search trial") for t in text), text
     pairs = answers["pairwise"]["pairwise"]
     assert [(p["arm_a"], p["arm_b"], p["n_a"] + p["n_b"], p["verdict"]) for p in pairs] \
         in ([("steady", "edge", 3, "too few seeds")], [("edge", "steady", 3, "too few seeds")])
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "analysis/why.py: gradient_profile() and attenuation() read the gradflow table, which has no "
-    "trial status, and keep every confirmation trial's layers, diverged ones included"))
 def test_gradient_flow_statistics_leave_diverged_trials_out(diverging):
-    """edge's diverged seed has infinite or NaN gradient norms at its last epoch; like ranking and
-    convergence, the gradient-flow statistics should rest on edge's one completed seed only."""
-    gradflow = diverging["gradflow"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)   # inf / inf in the diverged seed's ratio
-        attenuation = questions.attenuation(gradflow).set_index("arm")
-    profile = questions.gradient_profile(gradflow)
-    assert attenuation.loc["edge", "n"] == 1
-    assert (profile[profile.arm == "edge"]["n"] == 1).all()
+    """edge's diverged seed has infinite or NaN gradient norms at its last epoch; like the ranking
+    and convergence, the gradient-flow answers rest on edge's one completed seed only."""
+    attenuation = {r["arm"]: r for r in diverging["answers"]["why"]["attenuation"]}
+    assert attenuation["edge"]["n"] == 1 and attenuation["steady"]["n"] == 2
+    assert "boom" not in attenuation
 
 
 # ---- 2. damaged checkpoints: Trial.load_checkpoint on a folder -------------------------------------
