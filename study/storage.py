@@ -101,17 +101,20 @@ class Store:
                                 destination_filesystem=pafs.LocalFileSystem())
 
     def fetch_results(self, phase: str) -> None:
-        """Download every trial's params.json and result.json (not its checkpoints) of a phase, so
-        the tables can be built from the mirror."""
+        """Download every trial's params.json and result.json (not its checkpoints) and Tune's saved
+        experiment state (the trials' final statuses) of a phase, so the tables can be built from
+        the mirror."""
         if not self.remote:
             return
         import pyarrow.fs as pafs
         selector = pafs.FileSelector(f"{self.root}/{phase}", recursive=True, allow_not_found=True)
         for info in self.fs.get_file_info(selector):
-            if info.type == pafs.FileType.File and info.base_name in RESULT_FILES:
-                relative = info.path[len(self.root) + 1:]
-                if relative.count("/") == 2:   # <phase>/<trial>/<file>
-                    self.download(relative)
+            if info.type != pafs.FileType.File:
+                continue
+            relative = info.path[len(self.root) + 1:]
+            if (relative.count("/") == 2 and info.base_name in RESULT_FILES   # <phase>/<trial>/<file>
+                    or relative.count("/") == 1 and info.base_name.startswith("experiment_state-")):
+                self.download(relative)
 
 
 def upload_folder(folder: str | os.PathLike, uri: str) -> None:

@@ -45,17 +45,30 @@ def trial_status(results: list[dict], error: bool) -> str:
     return {"completed": "completed", "diverged": "diverged"}.get(last, "pruned")
 
 
+def tune_statuses(phase_dir: Path) -> dict[str, str]:
+    """trial_id -> Tune's own final status (TERMINATED, ERROR, ...) from the phase's newest saved
+    experiment state; {} when there is none."""
+    states = sorted(phase_dir.glob("experiment_state-*.json"))   # named by start time
+    if not states:
+        return {}
+    trial_data = json.loads(states[-1].read_text())["trial_data"]
+    return {state["trial_id"]: state["status"] for state in (json.loads(t[0]) for t in trial_data)}
+
+
 def collect_phase(out: Path, phase: str, spec) -> tuple[list[dict], list[dict], list[dict]]:
     trials, epochs, layers = [], [], []
     phase_dir = out / phase
     if not phase_dir.is_dir():
         return trials, epochs, layers
     better = max if spec.mode == "max" else min
+    statuses = tune_statuses(phase_dir)
     for trial_dir in sorted(p for p in phase_dir.iterdir() if (p / "params.json").exists()):
         config = json.loads((trial_dir / "params.json").read_text())
         results = read_results(trial_dir)
         trial_id = results[-1]["trial_id"] if results else trial_dir.name.rsplit("_", 1)[1]
-        error = (trial_dir / "error.txt").exists() or (trial_dir / "error.pkl").exists()
+        # Tune writes error.txt/error.pkl at every failure, also one it then retried successfully
+        error = (statuses[trial_id] == "ERROR" if trial_id in statuses else
+                 (trial_dir / "error.txt").exists() or (trial_dir / "error.pkl").exists())
         base = {"study": spec.name, "phase": phase, "trial_id": trial_id, "arm": config["arm"],
                 "model": config["model"], "family": model_family(config["model"]),
                 "depth": model_depth(config["model"], config.get("hidden")),

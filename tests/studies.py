@@ -1,6 +1,11 @@
 """Study specs shared by the test modules: the tiny two-arm study that conftest's `tiny` fixture
-runs once per session (test_study and test_analysis both read it), and the template behind it."""
+runs once per session (test_study and test_analysis both read it), and the template behind it;
+the study that test_cluster runs on a cluster that loses a node; reading a trial's reports."""
 from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
 
 SPEC_TEMPLATE = """\
 name: {name}
@@ -33,3 +38,48 @@ TINY_SPEC = dict(name="tiny", epochs=3, seeds=[0, 1], arms=["model: mlp, hidden:
                                                             "model: resnet20, width: 0.125"])
 TINY_ARMS = {"mlp-w1-h32": 2, "resnet20-w0.125": 20}   # arm name -> weight layers (gradient flow rows)
 
+
+# One arm: two search trials at once (on a cluster of two 1-CPU nodes, one per node), then one
+# confirmation run; no ASHA (every trial runs all its epochs); ~0.7 s an epoch on a 2-core machine.
+NODE_LOSS_EPOCHS = 8
+NODE_LOSS_SPEC = """\
+name: nodeloss
+data: mnist-5k
+subset: {{train: 4000, val: 200, test: 200}}
+epochs: {epochs}
+seeds: [0]
+arms:
+  - {{model: mlp, hidden: [256, 256]}}
+search: {{trials_per_arm: 2, max_concurrent: 2, space: {{lr: {{loguniform: [0.01, 0.05]}}}},
+         fixed: {{batch_size: 16}}}}
+scheduler: {{name: none}}
+wandb: {{mode: offline}}
+failure: {{max_retries: 2}}
+storage: {storage}
+"""
+
+
+def node_loss_spec(storage) -> str:
+    return NODE_LOSS_SPEC.format(storage=storage, epochs=NODE_LOSS_EPOCHS)
+
+
+def reports(trial_dir: Path) -> list[dict]:
+    """A trial's reports in order, read while Tune may be writing them (result.json, written by the
+    driver: an epoch run again after a restore is there twice; a partial last line is left out)."""
+    found = []
+    with contextlib.suppress(OSError):
+        for line in (trial_dir / "result.json").read_text().splitlines():
+            try:
+                found.append(json.loads(line))
+            except ValueError:
+                break
+    return found
+
+
+def running_on(phase_dir: Path, node: str, epochs: range) -> tuple[Path, int] | None:
+    """(trial folder, epoch) of a trial whose last report came from `node` at one of `epochs`."""
+    for trial_dir in phase_dir.glob("*/"):
+        last = (reports(trial_dir) or [{}])[-1]
+        if last.get("node_id") == node and last["epoch"] in epochs:
+            return trial_dir, last["epoch"]
+    return None

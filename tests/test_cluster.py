@@ -1,133 +1,46 @@
-"""Tests of study/cluster.py on a real two-node Ray cluster, started on this machine.
+"""Tests of study/cluster.py, and of a study on a cluster that loses a node, on a real two-node
+Ray cluster started on this machine (tests/two_node.py: private network/PID/mount namespaces,
+127.0.0.1 only, token authentication; the second node cannot see <base>/hidden).
 
     .venv/bin/python -m pytest tests/test_cluster.py -q
 
-The cluster (fixture `cluster`, once for the module) lives in private namespaces, so it can clash
-with no other Ray on the machine and reaches nothing but its own loopback:
-- `unshare --net --pid --mount-proc --kill-child bash -c HOLDER`: the holder bash is PID 1 of a new
-  PID namespace with its own network (only `lo`, brought up) and mount namespace. It starts the
-  head (`ray start --head`, GCS 127.0.0.1:6390, dashboard/Jobs API 127.0.0.1:8265, 1 CPU, no GPU)
-  and a second node (`ray start --address`, 1 CPU, no GPU), each with its own --temp-dir.
-- The second node runs in a mount namespace of its own (`unshare --mount`) in which <base>/hidden is
-  covered by an empty tmpfs: a real "this node cannot see that path" folder, while <base>/shared is
-  seen by both nodes (the same machine: a shared filesystem).
-- Every Ray process and client gets: the venv first on PATH (so `ray start` and the job's `python`
-  are the venv's), RAY_AUTH_MODE=token with RAY_AUTH_TOKEN_PATH=<base>/auth_token (a fresh 64-hex
-  token, never ~/.ray/auth_token), RAY_USAGE_STATS_ENABLED=0, and no RAY_ADDRESS, RAY_AUTH_TOKEN or
-  RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER (with the latter =0, as conftest sets it for the local Ray of the
-  other tests, a second node refuses to start). The nodes also get conftest's study_env
-  (ARCHSTUDY_DATA = the session's mnist-5k root, W&B's folders), which a job's driver inherits.
-- Clients run from this process with `nsenter --target <holder pid> --net`: the namespace's
-  127.0.0.1 is the cluster's. Drivers (`archstudy run --address`) also get
-  RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, which only stops Ray from looking for this host's network
-  address (in the namespace there is none, and Ray's C++ core would print a warning about it).
-- Stop: SIGTERM to the holder, whose trap runs `ray stop --force` inside; when PID 1 exits the
-  kernel kills whatever is left; SIGKILL to unshare (--kill-child) if it hangs. The last test
-  asserts that no process of the namespace (nor any that names <base>) is left.
-
-The tests:
+One cluster (fixture `cluster`) serves the module; its tests run in this file's order, which matters:
 - `archstudy submit --wait` runs a two-arm study as a Ray Job: it succeeds, trials ran on both
   nodes, every output is in the storage folder, and the printed follow-up commands work as printed.
 - storage that only the head sees, and resources.gpu on a cluster without GPUs, are refused by
   `archstudy run --address` with one line before anything is written.
-- a job client without the token, or with a wrong one, gets one line naming RAY_AUTH_MODE / the
-  token.
+- a job client without the token, or with a wrong one, gets one line naming RAY_AUTH_MODE / the token.
 - unreachable addresses (127.0.0.1:1, in this process's own network namespace) fail at once.
+- second to last, as it leaves the head alone (the `job` fixture, which the tests above use, refuses
+  to start after it): `archstudy run --address` on the head while its second node is SIGKILLed
+  mid-trial; the study completes, that trial continued on the head from its last checkpoint.
+- last: the cluster stops and leaves no process behind.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import secrets
-import shutil
 import signal
 import subprocess
-import sys
-import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 
-from studies import spec_text
+from studies import NODE_LOSS_EPOCHS, node_loss_spec, reports, running_on, spec_text
+from processes import wait_until
+from two_node import DASHBOARD, GCS, Cluster, archstudy, execute, two_node_cluster
 
-VENV_BIN = Path(sys.executable).parent
-GCS_PORT, DASHBOARD_PORT = 6390, 8265
-GCS = f"127.0.0.1:{GCS_PORT}"
-DASHBOARD = f"http://127.0.0.1:{DASHBOARD_PORT}"
 RAY_TEMP = Path(os.environ.get("RAY_TMPDIR", "/tmp")) / "ray"
-START_TIMEOUT = 180
 
 # Two small mlp arms, 2 epochs, 2 seeds (3 search trials per arm, then 2 confirmation runs per arm).
 STUDY = dict(epochs=2, seeds=[0, 1], arms=["model: mlp, hidden: [32]", "model: mlp, hidden: [16]"])
 ARMS = ("mlp-h32", "mlp-h16")
-
-HOLDER = r"""
-set -euo pipefail
-ip link set lo up
-trap 'ray stop --force >"$BASE/stop.log" 2>&1; exit 0' TERM
-ray start --head --node-ip-address=127.0.0.1 --port=$GCS_PORT --dashboard-host=127.0.0.1 \
-    --dashboard-port=$DASHBOARD_PORT --num-cpus=1 --num-gpus=0 --resources='{"head": 1}' \
-    --temp-dir="$BASE/h" --disable-usage-stats >"$BASE/head.log" 2>&1 || { cat "$BASE/head.log"; exit 1; }
-echo HEAD-UP
-# The second node, in a mount namespace of its own where $BASE/hidden is an empty tmpfs.
-unshare --mount --propagation private bash -c '
-    mount -t tmpfs -o size=1m archstudy-hidden "$BASE/hidden"
-    exec ray start --address=127.0.0.1:$GCS_PORT --node-ip-address=127.0.0.1 --num-cpus=1 \
-        --num-gpus=0 --resources="{\"worker\": 1}" --temp-dir="$BASE/w" --disable-usage-stats' \
-    >"$BASE/worker.log" 2>&1 || { cat "$BASE/worker.log"; exit 1; }
-echo WORKER-UP
-python - <<'EOF'
-import json, os, time, ray
-ray.init(address="127.0.0.1:" + os.environ["GCS_PORT"], logging_level="ERROR", log_to_driver=False)
-for _ in range(120):
-    nodes = [n for n in ray.nodes() if n["Alive"]]
-    if len(nodes) >= 2:
-        break
-    time.sleep(0.5)
-print("NODES " + json.dumps({("head" if "head" in n["Resources"] else "worker"): n["NodeID"]
-                             for n in nodes}), flush=True)
-EOF
-echo READY
-sleep infinity & wait $!
-"""
-
-
-# ---- processes ---------------------------------------------------------------------------------------
-def pid_namespace(pid: int) -> str | None:
-    try:
-        return os.readlink(f"/proc/{pid}/ns/pid")
-    except OSError:
-        return None
-
-
-def processes(where) -> list[str]:
-    """'pid cmdline' of every live (not zombie) process for which where(pid, cmdline) holds."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if state != "Z" and where(int(entry), cmdline):
-            found.append(f"{entry} {cmdline[:160]}")
-    return found
-
-
-def wait_until(condition, timeout: float, step: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (value := condition()):
-            return value
-        time.sleep(step)
-    return condition()
 
 
 def one_line_error(result) -> str:
@@ -138,126 +51,10 @@ def one_line_error(result) -> str:
     return lines[0]
 
 
-# ---- the cluster -------------------------------------------------------------------------------------
-def cluster_env(base: Path, study_env: dict) -> dict:
-    """Environment of every Ray process of the cluster and of its clients: this process's, with
-    conftest's study_env (ARCHSTUDY_DATA, W&B's folders: a job's driver and the trials inherit
-    them from the nodes) and the cluster's settings."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}}
-    env.update({k: v for k, v in study_env.items() if k != "home"})
-    env.update(PATH=f"{VENV_BIN}:{env.get('PATH', '/usr/bin:/bin')}", RAY_AUTH_MODE="token",
-               RAY_AUTH_TOKEN_PATH=str(base / "auth_token"), RAY_USAGE_STATS_ENABLED="0",
-               PYTHONUNBUFFERED="1", BASE=str(base), GCS_PORT=str(GCS_PORT),
-               DASHBOARD_PORT=str(DASHBOARD_PORT))
-    return env
-
-
-class Cluster:
-    def __init__(self, base: Path, env: dict):
-        self.base, self.env = base, env
-        self.holder: subprocess.Popen | None = None
-        self.inner: int | None = None        # the holder bash: PID 1 of the namespace
-        self.namespace: str | None = None    # its pid namespace, 'pid:[inode]'
-        self.nodes: dict[str, str] = {}      # 'head'/'worker' -> node id
-        self.started_in = self.stopped_in = None
-        self.left: list[str] | None = None   # what was alive after stop()
-
-    def start(self) -> None:
-        t0 = time.monotonic()
-        self.holder = subprocess.Popen(
-            ["unshare", "--net", "--pid", "--mount-proc", "--kill-child", "bash", "-c", HOLDER],
-            env=self.env, cwd=self.base, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            start_new_session=True)
-        output = []
-        for line in self.holder.stdout:   # until READY, or the holder's end
-            output.append(line)
-            if line.startswith("NODES "):
-                self.nodes = json.loads(line[6:])
-            if line.startswith("READY") or time.monotonic() - t0 > START_TIMEOUT:
-                break
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            pid = self.holder.pid
-            self.inner = int(Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0])
-            self.namespace = pid_namespace(self.inner)
-        if not (output and output[-1].startswith("READY")) or set(self.nodes) != {"head", "worker"}:
-            raise RuntimeError(f"the two-node cluster did not start in {START_TIMEOUT} s:\n"
-                               + "".join(output)[-4000:])
-        self.started_in = time.monotonic() - t0
-
-    def run(self, args: list[str], env: dict | None = None, timeout: float = 120) -> SimpleNamespace:
-        """A command in the cluster's network namespace (its 127.0.0.1), from this process."""
-        return execute(["nsenter", f"--target={self.inner}", "--net", "--", *args],
-                       self.env if env is None else env, timeout, cwd=self.base)
-
-    def driver_env(self) -> dict:
-        return {**self.env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-
-    def leftovers(self) -> list[str]:
-        """Live processes of the cluster's namespace, or of any namespace, that name its base folder."""
-        return processes(lambda pid, cmd: (self.namespace is not None and pid_namespace(pid) == self.namespace)
-                         or str(self.base) in cmd)
-
-    def stop(self) -> None:
-        if self.holder is None or self.left is not None:
-            return
-        t0 = time.monotonic()
-        if self.inner is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.inner, signal.SIGTERM)   # -> `ray stop --force` inside, then exit
-        try:
-            self.holder.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.holder.kill()                        # --kill-child: SIGKILL to the namespace's PID 1
-            self.holder.wait()
-        self.holder.stdout.close()
-        wait_until(lambda: not self.leftovers(), timeout=15)
-        self.left = self.leftovers()
-        for line in self.left:   # clean up, then the test says so
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(line.split()[0]), signal.SIGKILL)
-        self.stopped_in = time.monotonic() - t0
-
-
-def execute(cmd: list[str], env: dict, timeout: float, cwd: Path) -> SimpleNamespace:
-    started = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-        stderr += f"\n[killed after {timeout} s]"
-    return SimpleNamespace(rc=proc.returncode, stdout=stdout, stderr=stderr, pid=proc.pid,
-                           seconds=time.monotonic() - started)
-
-
-def archstudy(*args: str) -> list[str]:
-    return [sys.executable, "-m", "study", *args]
-
-
 @pytest.fixture(scope="module")
 def cluster(study_env):
-    if shutil.which("unshare") is None or shutil.which("nsenter") is None:
-        pytest.skip("needs util-linux's unshare and nsenter (private network/PID/mount namespaces)")
-    probe = subprocess.run(["unshare", "--net", "--pid", "--mount-proc", "--fork", "true"],
-                           capture_output=True, text=True)
-    if probe.returncode != 0:
-        pytest.skip(f"cannot create private namespaces here: {probe.stderr.strip()[:200]}")
-    # A short base: Ray's unix sockets live under <temp-dir>/session_*/sockets/ (paths < 108 bytes).
-    base = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
-    (base / "auth_token").write_text(secrets.token_hex(32))
-    (base / "auth_token").chmod(0o600)
-    for folder in ("hidden", "shared", "specs"):
-        (base / folder).mkdir()
-    cluster = Cluster(base, cluster_env(base, study_env))
-    try:
-        cluster.start()
+    with two_node_cluster(study_env) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def write_spec(cluster: Cluster, name: str, storage: Path, extra: str = "") -> Path:
@@ -270,11 +67,11 @@ def write_spec(cluster: Cluster, name: str, storage: Path, extra: str = "") -> P
 @pytest.fixture(scope="module")
 def job(cluster):
     """`archstudy submit SPEC --address DASHBOARD --wait`, started in the background."""
+    assert not cluster.second_node_killed, "the tests that need both nodes run before the node-loss test"
     spec = write_spec(cluster, "twonode", cluster.base / "shared")
     logs = [open(cluster.base / f"submit.{name}", "w+") for name in ("out", "err")]
     proc = subprocess.Popen(
-        ["nsenter", f"--target={cluster.inner}", "--net", "--",
-         *archstudy("submit", str(spec), "--address", DASHBOARD, "--wait")],
+        cluster.command(archstudy("submit", str(spec), "--address", DASHBOARD, "--wait")),
         env=cluster.env, cwd=cluster.base, text=True, stdout=logs[0], stderr=logs[1],
         start_new_session=True)
     job = SimpleNamespace(proc=proc, logs=logs, started=time.monotonic(),
@@ -353,6 +150,8 @@ def test_a_job_client_without_the_right_token_is_told_so(cluster, job, token):
 # ---- unreachable addresses (this process's own network namespace, where nothing listens on port 1) --
 @pytest.mark.parametrize("command,address", [("run", "127.0.0.1:1"), ("submit", "http://127.0.0.1:1")])
 def test_an_unreachable_address_fails_at_once(study_env, tmp_path, command, address):
+    """Probed before Ray is asked (study.cluster.check_reachable): ray.init alone retries an
+    unreachable GCS for ~14 minutes, so `run` needs runner.start_ray to go through cluster.connect."""
     storage = tmp_path / "storage"
     spec = tmp_path / "unreachable.yaml"
     spec.write_text(spec_text(storage, name="unreachable", **STUDY))
@@ -412,11 +211,90 @@ def test_follow_up_commands_work_as_printed(cluster, submitted):
         f"{line.group(1)}\nexit {result.rc}\nstdout: {result.stdout[-2000:]}\nstderr: {result.stderr[-2000:]}"
 
 
+# ---- second to last: the second node is lost while a trial runs there ----------------------------------
+@pytest.fixture(scope="module")
+def node_loss(cluster):
+    """`archstudy run SPEC --address GCS` from the head, storage in the shared folder; as soon as a
+    trial on the second node has reported its 2nd epoch, every process of that node is SIGKILLed."""
+    spec = cluster.base / "specs" / "nodeloss.yaml"
+    spec.write_text(node_loss_spec(cluster.base / "shared"))
+    out = cluster.base / "shared" / "nodeloss"
+    k = cluster.kill_second_node_during(
+        archstudy("run", str(spec), "--address", GCS), cluster.driver_env(),
+        lambda: running_on(out / "search", cluster.nodes["worker"], range(2, NODE_LOSS_EPOCHS - 2)),
+        cluster.base / "nodeloss.log", timeout=200)
+    k.out, (k.target, k.killed_after_epoch) = out, k.found or (None, None)
+    print(f"node loss: second node killed after epoch {k.killed_after_epoch} of {k.target}; "
+          f"`archstudy run` exit {k.rc} after {k.seconds:.0f} s")
+    return k
+
+
+def test_a_study_completes_when_a_node_running_its_trial_is_lost(cluster, node_loss):
+    k, head, worker = node_loss, cluster.nodes["head"], cluster.nodes["worker"]
+    assert k.target, f"no trial got to epoch 2 on the second node (exit {k.rc}):\n{k.output[-4000:]}"
+    assert any("raylet" in line and f"{cluster.base}/w/" in line for line in k.victims), k.victims
+    assert k.gone, cluster.second_node()
+    assert k.rc == 0, f"exit {k.rc} after {k.seconds:.0f} s:\n{k.output[-6000:]}"
+    assert json.loads((k.out / "study.json").read_text())["phase"] == "done"
+    trials = pd.read_parquet(k.out / "trials.parquet")
+    epochs = pd.read_parquet(k.out / "epochs.parquet")
+    assert len(trials) == 3 and (trials.epochs_run == NODE_LOSS_EPOCHS).all(), trials[["trial_id", "epochs_run"]]
+    assert (trials.node_id == head).all(), trials[["phase", "trial_id", "node_id"]]   # all ended there
+    for trial_id, rows in epochs.sort_values("epoch").groupby("trial_id"):
+        assert rows.epoch.tolist() == list(range(1, NODE_LOSS_EPOCHS + 1)), (trial_id, rows.epoch.tolist())
+        assert rows.node_id.iloc[-1] == head, trial_id
+    moved = epochs[epochs.trial_id == k.target.name.rsplit("_", 1)[1]].sort_values("epoch")
+    assert set(moved.node_id) == {head, worker}   # it really changed nodes
+    assert (moved.node_id.iloc[:k.killed_after_epoch] == worker).all()
+    # the head's GCS declared the node dead, by its health checks (two_node.py: ~15 s after the kill)
+    lost = wait_until(lambda: cluster.node(worker, state="DEAD"), timeout=60, step=1)
+    assert lost and "health check failed" in lost["state_message"], lost
+    declared = datetime.strptime(lost["end_time_ms"], "%Y-%m-%d %H:%M:%S.%f").timestamp() - k.killed_at
+    print(f"the head declared the second node dead {declared:.1f} s after the kill")
+
+
+def test_the_lost_trial_continued_from_its_last_checkpoint(cluster, node_loss):
+    k, head = node_loss, cluster.nodes["head"]
+    assert k.rc == 0 and k.target, f"exit {k.rc}:\n{k.output[-4000:]}"
+    done = reports(k.target)
+    switch = [r["node_id"] for r in done].index(head)
+    before, after = done[:switch], done[switch:]
+    assert {r["node_id"] for r in before} == {cluster.nodes["worker"]} and {r["node_id"] for r in after} == {head}
+    last, first = before[-1]["epoch"], after[0]
+    # restored, not restarted: the new actor's first report is the epoch after a checkpoint's
+    assert first["iterations_since_restore"] == 1 and first["training_iteration"] == first["epoch"] > 1
+    # the last checkpoint: every epoch saves one, so at most the last epoch reported before the
+    # node died (its checkpoint not yet saved) runs again; result.json holds exactly those replays
+    assert first["epoch"] in (last, last + 1), (last, first["epoch"])
+    assert [r["epoch"] for r in before] == list(range(1, last + 1))
+    assert [r["epoch"] for r in after] == list(range(first["epoch"], NODE_LOSS_EPOCHS + 1))
+    assert len(done) == NODE_LOSS_EPOCHS + (last + 1 - first["epoch"])
+    for again in after[:last + 1 - first["epoch"]]:   # a replay is the same epoch again, exactly
+        once = before[again["epoch"] - 1]
+        assert [again[m] for m in ("train_loss", "val_loss", "val_acc")] == \
+               [once[m] for m in ("train_loss", "val_loss", "val_acc")]
+    # the checkpoint asked for loaded (study/trainable.py warns when it falls back to an older one)
+    logs = list((cluster.base / "h" / "session_latest" / "logs").glob("worker-*"))
+    assert logs and not [p.name for p in logs if b"CheckpointFallbackWarning" in p.read_bytes()]
+    print(f"reported epochs 1-{last} on the second node, then {first['epoch']}-{NODE_LOSS_EPOCHS} on the "
+          f"head, the first {first['timestamp'] - k.killed_at:.0f} s after the kill")
+
+
+def test_the_lost_trial_counts_as_completed(node_loss):
+    """Tune wrote the trial's error.txt when its node died, then the retry finished it: it is a
+    completed trial (an 'error' one would be left out of the analysis and of the arm's mean)."""
+    assert node_loss.rc == 0 and node_loss.target, node_loss.output[-4000:]
+    assert (node_loss.target / "error.txt").is_file()   # the failure the trial recovered from
+    trials = pd.read_parquet(node_loss.out / "trials.parquet")
+    assert (trials.status == "completed").all(), trials[["phase", "trial_id", "status", "epochs_run"]]
+
+
 # ---- last: the cluster stops and leaves nothing behind ------------------------------------------------------
 def test_cluster_stops_and_leaves_no_process(cluster):
     assert cluster.namespace and cluster.inner
     inside = cluster.leftovers()
-    assert len(inside) >= 6, inside   # the holder, two raylets, the GCS, the dashboard, ...
+    # the holder, the head's raylet, GCS, dashboard, agents, ... (the second node's were SIGKILLed)
+    assert len(inside) >= 6, inside
     cluster.stop()
     assert cluster.left == [], "processes of the cluster outlived its stop:\n" + "\n".join(cluster.left)
     assert cluster.holder.returncode is not None

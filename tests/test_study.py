@@ -34,6 +34,7 @@ from study.search import study_name
 from study.trainable import Trial
 from trainables.data import load_data
 
+from processes import wait_until
 from studies import TINY_ARMS, spec_text
 from study.spec import load_spec
 from wandb_files import wandb_records
@@ -153,15 +154,6 @@ def kill_pids(pids) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-
-
-def wait_until(condition, timeout: float, step: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (value := condition()):
-            return value
-        time.sleep(step)
-    return condition()
 
 
 def wandb_run(out: Path, study: str, trial_id: str) -> SimpleNamespace:
