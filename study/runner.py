@@ -213,7 +213,10 @@ class Study:
             if local.exists() and not self.store.remote:   # killed before Tune saved any state:
                 local.rename(local.with_name(f"{phase}.interrupted-{time.strftime('%Y%m%d-%H%M%S')}"))
             tuner = self.search_tuner(data) if phase == "search" else self.confirm_tuner(data)
-        tuner.fit()
+        try:
+            tuner.fit()
+        finally:
+            search.CURRENT_STORAGE = None   # only for this study's searcher and scheduler
         for done in PHASES[:PHASES.index(phase) + 1]:   # the tables cover every phase so far
             self.store.fetch_results(done)
         tables.write_tables(self.out, self.spec)

@@ -10,6 +10,12 @@ from __future__ import annotations
 
 import os
 
+# A wandb service started by another process reaches this one through the environment (a notebook
+# or a test process that used wandb, and the Ray instance it started). Trials must not share it: a
+# run that a killed trial left open there stays "in use", and the trial's retry cannot reopen it
+# (seen as "run ID ... is in use" after a driver or a node was killed). Each process starts its own.
+os.environ.pop("WANDB_SERVICE", None)
+
 TRAINING_KEYS_DROPPED_FROM_METRICS = ("grad_flow", "status")
 # What wandb would collect per run besides our config and metrics (system stats, console, git state,
 # pip requirements, code, machine info) is off: it cost 0.23 of the 0.25 s of each warm
