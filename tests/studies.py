@@ -63,6 +63,14 @@ def node_loss_spec(storage) -> str:
     return NODE_LOSS_SPEC.format(storage=storage, epochs=NODE_LOSS_EPOCHS)
 
 
+def read_results(trial_dir: Path) -> list[dict]:
+    """Every line of a finished trial's result.json, in order (an epoch run again after a restore is
+    there twice; study.tables.read_results keeps only an epoch's last report)."""
+    path = trial_dir / "result.json"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] \
+        if path.exists() else []
+
+
 def reports(trial_dir: Path) -> list[dict]:
     """A trial's reports in order, read while Tune may be writing them (result.json, written by the
     driver: an epoch run again after a restore is there twice; a partial last line is left out)."""

@@ -42,7 +42,7 @@ from study.spec import load_spec
 from study.trainable import STATE_FILE, CheckpointFallbackWarning, Trial
 from trainables.data import load_data
 
-from studies import spec_text
+from studies import read_results, spec_text
 
 EPOCHS = 4   # of the checkpoint tests' trials
 # A quick model: these tests restore many times. (test_study's killed-trial test restores a
@@ -52,13 +52,6 @@ CONFIG = {"model": "mlp", "hidden": [32], "epochs": EPOCHS, "lr": 0.05, "batch_s
 
 
 # ---- helpers ---------------------------------------------------------------------------------------
-def read_results(trial_dir: Path) -> list[dict]:
-    """Every line of a trial's result.json (tables.read_results keeps only an epoch's last one)."""
-    path = trial_dir / "result.json"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] \
-        if path.exists() else []
-
-
 def scores(row: dict) -> dict:
     """What an epoch computed (no timings, no Tune bookkeeping): equal in a replayed epoch."""
     keys = [k for k in row if k.startswith(("train_", "val_", "test_", "gf_")) and k != "train_seconds"]

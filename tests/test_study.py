@@ -35,7 +35,7 @@ from study.trainable import Trial
 from trainables.data import load_data
 
 from processes import wait_until
-from studies import TINY_ARMS, spec_text
+from studies import TINY_ARMS, read_results, spec_text
 from study.spec import load_spec
 from wandb_files import wandb_records
 
@@ -52,12 +52,6 @@ RESUME_ARMS = ("mlp-h32", "mlp-h16")
 
 
 # ---- helpers ---------------------------------------------------------------------------------------
-def read_results(trial_dir: Path) -> list[dict]:
-    path = trial_dir / "result.json"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] \
-        if path.exists() else []
-
-
 def trial_epochs(epochs: pd.DataFrame, phase: str, trial_id: str) -> pd.DataFrame:
     return epochs[(epochs.phase == phase) & (epochs.trial_id == trial_id)].sort_values("epoch")
 
