@@ -22,7 +22,6 @@ from pathlib import Path
 
 import ray
 from ray import tune
-from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
@@ -156,7 +155,7 @@ class Study:
             # 3, the checkpoint a (possibly late) saved state points at still exists on `resume`.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=3),
             failure_config=tune.FailureConfig(max_failures=self.spec.failure.max_retries),
-            callbacks=[ProgressCallback(phase, self.spec), JsonLoggerCallback(), CSVLoggerCallback(),
+            callbacks=[ProgressCallback(phase, self.spec), tables.ResultLog(), tables.ProgressLog(),
                        UploadCallback(self.store, "optuna.db", "study.json"), *self.callbacks])
 
     def search_tuner(self, data) -> tune.Tuner:

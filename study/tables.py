@@ -6,8 +6,9 @@
 - epochs.parquet: one row per trial and epoch, every metric and gradient-flow summary
 - gradflow.parquet: one row per trial, epoch and layer, the per-layer gradient-flow statistics
 
-Built from the Ray experiment folders (each trial's result.json, which Tune writes on the driver for
-every reported epoch); an epoch reported twice (a trial restarted from its checkpoint) is kept once.
+Built from the Ray experiment folders (each trial's result.json, which `ResultLog` writes on the
+driver for every reported epoch); an epoch reported twice (a trial restarted from its checkpoint) is
+kept once.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import os
 from pathlib import Path
 
 import pandas as pd
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from trainables.config import training_options
 from trainables.models import model_depth, model_family
@@ -24,6 +26,27 @@ FINAL_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", 
 GRADFLOW_KEY = "grad_flow"
 DROPPED_RAY_KEYS = ("config", "trial_id", "date", "hostname", "pid", "checkpoint_dir_name",
                     "should_checkpoint", "done")
+
+
+class KeepDriverLog:
+    """Tune's file loggers write on the driver, in a staging folder that Tune copies to the
+    storage path every few checkpoints. When a failed trial is restarted, Ray's loggers first copy
+    the storage's copy of their file back over the driver's, which loses every report since the
+    last copy (seen: a trial's epochs 2 and 3 vanished from result.json when its worker was killed
+    at epoch 3). The driver's file is never older than the storage's, so it is kept; the storage's
+    copy is fetched only when the driver has none (a new driver resuming the study)."""
+
+    def _restore_from_remote(self, file_name: str, trial) -> None:
+        if not Path(trial.local_path, file_name).exists():
+            super()._restore_from_remote(file_name, trial)
+
+
+class ResultLog(KeepDriverLog, JsonLoggerCallback):
+    """Each trial's result.json (one JSON line per report): the source of the tables."""
+
+
+class ProgressLog(KeepDriverLog, CSVLoggerCallback):
+    """Each trial's progress.csv."""
 
 
 def read_results(trial_dir: Path) -> list[dict]:

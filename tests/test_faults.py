@@ -33,7 +33,6 @@ import pytest
 import torch
 from optuna.trial import TrialState
 from ray import tune
-from ray.tune.logger import JsonLoggerCallback
 
 from analysis import questions
 from study import runner, tables
@@ -369,7 +368,7 @@ def test_tune_restores_a_trial_from_damaged_checkpoints(ray_local, study_env, da
         run_config=tune.RunConfig(name="damaged", storage_path=str(tmp_path), verbose=0,
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=3),
                                   failure_config=tune.FailureConfig(max_failures=1),
-                                  callbacks=[killer, JsonLoggerCallback()]))
+                                  callbacks=[killer, tables.ResultLog()]))
     grid = tuner.fit()
     assert not grid.errors and set(killer.killed) == set(plans)
     steady = read_results(tmp_path / "damaged" / "steady")

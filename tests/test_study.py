@@ -27,7 +27,6 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 from ray import tune
-from ray.tune.logger import JsonLoggerCallback
 
 from study import runner, tables
 from study.search import study_name
@@ -391,7 +390,7 @@ def test_killed_trial_resumes_exactly_from_its_checkpoint(ray_local, study_env, 
                        run_config=tune.RunConfig(
                            name="restart", storage_path=str(tmp_path), verbose=0,
                            failure_config=tune.FailureConfig(max_failures=1),
-                           callbacks=[killer, JsonLoggerCallback()]))
+                           callbacks=[killer, tables.ResultLog()]))
     grid = tuner.fit()
     assert not grid.errors and killer.killed_pid is not None
     steady = read_results(tmp_path / "restart" / "steady")
