@@ -16,8 +16,10 @@ import os
 import re
 import time
 import warnings
-from pathlib import Path
+from contextlib import nullcontext
+from pathlib import Path, PurePosixPath
 
+import pyarrow.fs as pafs
 import ray
 import torch
 from ray import tune
@@ -35,20 +37,21 @@ class CheckpointFallbackWarning(RuntimeWarning):
     """A trial's checkpoint could not be loaded: it continues from an older one, or from scratch."""
 
 
-def older_checkpoints(checkpoint_dir: str) -> list[Path]:
-    """The trial's checkpoint folders older than `checkpoint_dir` (its siblings in the trial folder,
-    which keeps the last 3), newest first. Empty when `checkpoint_dir` is not one of Tune's
-    checkpoint_NNNNNN folders (e.g. a temporary copy of a checkpoint downloaded from a bucket)."""
-    path = Path(checkpoint_dir)
+def older_checkpoints(checkpoint: tune.Checkpoint) -> list[tune.Checkpoint]:
+    """The trial's checkpoints older than `checkpoint` (its siblings in the trial folder, which
+    keeps the last 3), newest first, wherever they live: a local folder or a bucket. Empty when
+    `checkpoint` is not one of Tune's checkpoint_NNNNNN folders."""
+    path = PurePosixPath(checkpoint.path)
     current = CHECKPOINT_DIR.fullmatch(path.name)
     if current is None:
         return []
+    siblings = checkpoint.filesystem.get_file_info(pafs.FileSelector(str(path.parent)))
     older = []
-    for sibling in path.parent.iterdir():
-        match = CHECKPOINT_DIR.fullmatch(sibling.name)
-        if match and sibling.is_dir() and int(match.group(1)) < int(current.group(1)):
-            older.append((int(match.group(1)), sibling))
-    return [sibling for _, sibling in sorted(older, reverse=True)]
+    for sibling in siblings:
+        match = CHECKPOINT_DIR.fullmatch(PurePosixPath(sibling.path).name)
+        if match and sibling.type == pafs.FileType.Directory and int(match.group(1)) < int(current.group(1)):
+            older.append((int(match.group(1)), sibling.path))
+    return [tune.Checkpoint(path, filesystem=checkpoint.filesystem) for _, path in sorted(older, reverse=True)]
 
 
 def first_line(error: Exception) -> str:
@@ -95,34 +98,47 @@ class Trial(tune.Trainable):
         torch.save({"trainer": self.trainer.state_dict(), "last": self.last},
                    os.path.join(checkpoint_dir, STATE_FILE))
 
+    def restore(self, checkpoint_path) -> None:
+        """Tune's restore; remembers where the checkpoint lives (a local folder or a bucket), since
+        load_checkpoint only sees a local copy of it and may need its older siblings."""
+        checkpoint = getattr(checkpoint_path, "checkpoint", checkpoint_path)   # Tune passes a result
+        self.restoring = (tune.Checkpoint.from_directory(checkpoint) if isinstance(checkpoint, str)
+                          else checkpoint)
+        super().restore(checkpoint_path)
+
     def load_checkpoint(self, checkpoint_dir: str) -> None:
         """Continue from `checkpoint_dir`. If its state file is missing or does not load, continue
-        from the newest older checkpoint of this trial that does, or else from scratch (epoch 0),
-        with a CheckpointFallbackWarning (in the worker's stderr). The epochs after the one restored
-        are then run again, identically on the CPU, and their new reports replace the old ones
-        (tables.py keeps an epoch's last report). Tune set its iteration count from the checkpoint
-        it asked for; it is set to the epoch actually restored, so that training_iteration (what
-        ASHA counts) stays equal to the trial's `epoch`."""
+        from the newest older checkpoint of this trial that does (fetched from the bucket when the
+        study is stored in one), or else from scratch (epoch 0), with a CheckpointFallbackWarning
+        (in the worker's stderr). The epochs after the one restored are then run again, identically
+        on the CPU, and their new reports replace the old ones (tables.py keeps an epoch's last
+        report). Tune set its iteration count from the checkpoint it asked for; it is set to the
+        epoch actually restored, so that training_iteration (what ASHA counts) stays equal to the
+        trial's `epoch`."""
+        asked = getattr(self, "restoring", None) or tune.Checkpoint.from_directory(checkpoint_dir)
         failures, restored = [], None
-        for path in [Path(checkpoint_dir), *older_checkpoints(checkpoint_dir)]:
+        for checkpoint in [asked, *older_checkpoints(asked)]:
+            name = PurePosixPath(checkpoint.path).name
+            folder = nullcontext(checkpoint_dir) if checkpoint is asked else checkpoint.as_directory()
             try:
-                state = torch.load(path / STATE_FILE, weights_only=True)
+                with folder as local:
+                    state = torch.load(Path(local) / STATE_FILE, weights_only=True)
                 # a partly applied state is fully overwritten by the next one that loads, or
                 # replaced by a new Trainer below
                 self.trainer.load_state_dict(state["trainer"])
                 self.last = state["last"]
             except Exception as e:   # a damaged file raises anything from EOFError to IndexError
-                failures.append(f"{path.name}: {type(e).__name__}: {first_line(e)}")
+                failures.append(f"{name}: {type(e).__name__}: {first_line(e)}")
                 continue
-            restored = path
+            restored = name
             break
         if restored is None:
             self.restart_trainer()
         if failures:
-            outcome = (f"continuing from {restored.name} (epoch {self.trainer.epoch}), so the "
+            outcome = (f"continuing from {restored} (epoch {self.trainer.epoch}), so the "
                        f"epochs after it run again" if restored is not None
                        else "none of its checkpoints loads: restarting it from scratch (epoch 0)")
-            warnings.warn(f"trial {self.trial_id} ({Path(checkpoint_dir).parent}): cannot load "
+            warnings.warn(f"trial {self.trial_id} ({PurePosixPath(asked.path).parent}): cannot load "
                           f"{'; '.join(failures)}; {outcome}", CheckpointFallbackWarning)
         self._iteration = self.trainer.epoch   # Tune's training_iteration: the epochs done
 

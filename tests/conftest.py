@@ -1,7 +1,14 @@
 import os
 import secrets
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
 
 import pytest
+
+from studies import BUCKET
 
 # Ray turns 127.0.0.1 into this machine's network address, and listens on every interface, unless it
 # is told that this is not a cluster. The flag is read when ray is imported (some test modules import
@@ -34,7 +41,7 @@ def study_env(data_root_5k, tmp_path_factory):
               "WANDB_CACHE_DIR": str(home / "cache"), "WANDB_DATA_DIR": str(home / "data"),
               "WANDB_CONFIG_DIR": str(home / "config"), "XDG_CACHE_HOME": str(home / "xdg-cache"),
               "ARCHSTUDY_CACHE": str(home / "archstudy-cache"),
-              # S3 goes to a local moto server (test_storage starts it on this port), never elsewhere
+              # S3 goes to a local moto server (the s3 fixture starts it on this port), never elsewhere
               "AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}", "AWS_ACCESS_KEY_ID": "testing",
               "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
               "AWS_EC2_METADATA_DISABLED": "true"}
@@ -58,6 +65,33 @@ def ray_local(study_env):
              logging_level="WARNING", log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3(study_env):
+    """A moto S3 server on the port study_env chose, with an empty bucket BUCKET, for the whole
+    session (test_storage, test_faults); yields its pyarrow filesystem. Stopped afterwards."""
+    import boto3
+    import pyarrow.fs as pafs
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    port = endpoint.rsplit(":", 1)[1]
+    server = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1",
+                               "-p", port], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(endpoint, timeout=1)
+            break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                pytest.fail("moto_server did not start")
+            time.sleep(0.2)
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
+    fs, _ = pafs.FileSystem.from_uri(f"s3://{BUCKET}")
+    yield fs
+    server.terminate()
+    server.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,14 @@
 """Study specs shared by the test modules: the tiny two-arm study that conftest's `tiny` fixture
 runs once per session (test_study and test_analysis both read it), and the template behind it;
-the study that test_cluster runs on a cluster that loses a node; reading a trial's reports."""
+the study that test_cluster runs on a cluster that loses a node; reading a trial's reports; the
+bucket on conftest's moto S3 server."""
 from __future__ import annotations
 
 import contextlib
 import json
 from pathlib import Path
+
+BUCKET = "archstudy-test"   # created on the moto S3 server by conftest's `s3` fixture
 
 SPEC_TEMPLATE = """\
 name: {name}

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import optuna
 import pandas as pd
+import pyarrow.fs as pafs
 import pytest
 import torch
 from optuna.trial import TrialState
@@ -41,7 +42,7 @@ from study.spec import load_spec
 from study.trainable import STATE_FILE, CheckpointFallbackWarning, Trial
 from trainables.data import load_data
 
-from studies import read_results, spec_text
+from studies import BUCKET, read_results, spec_text
 
 EPOCHS = 4   # of the checkpoint tests' trials
 # A quick model: these tests restore many times. (test_study's killed-trial test restores a
@@ -251,17 +252,23 @@ def uninterrupted(local_trial, tmp_path_factory):
     return folder, results
 
 
-def restore(local_trial, uninterrupted, tmp_path, damaged: dict[int, str], index: int = 2):
+def restore(local_trial, uninterrupted, tmp_path, damaged: dict[int, str], index: int = 2, bucket=None):
     """A copy of the uninterrupted trial's checkpoints with `damaged` {index: how}, and a new Trial
-    restored (as Tune does it) from checkpoint_00000<index>; returns (trial, its warnings)."""
+    restored (as Tune does it) from checkpoint_00000<index>; returns (trial, its warnings). With
+    `bucket` (a pyarrow filesystem), the copy is uploaded there and the trial restored from it."""
     folder = tmp_path / "trial"
     shutil.copytree(uninterrupted[0], folder)
     for i, how in damaged.items():
         damage(state_file(folder, i), how)
+    checkpoint = tune.Checkpoint.from_directory(str(folder / f"checkpoint_{index:06d}"))
+    if bucket is not None:
+        prefix = f"{BUCKET}/faults/{tmp_path.name}"
+        pafs.copy_files(str(folder), prefix, destination_filesystem=bucket)
+        checkpoint = tune.Checkpoint(f"{prefix}/checkpoint_{index:06d}", filesystem=bucket)
     trial = local_trial()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trial.restore(str(folder / f"checkpoint_{index:06d}"))
+        trial.restore(checkpoint)
     return trial, [w for w in caught if issubclass(w.category, CheckpointFallbackWarning)]
 
 
@@ -322,6 +329,22 @@ def test_no_checkpoint_loads_restarts_from_scratch(local_trial, uninterrupted, t
         assert name in message, message
     assert_replays_exactly(trial, uninterrupted, first_epoch=1)
 
+
+
+@pytest.mark.parametrize("damaged, epoch", [({2: "truncated"}, 2), ({2: "garbage", 1: "truncated"}, 1),
+                                            ({2: "truncated", 1: "garbage", 0: "truncated"}, 0)],
+                         ids=["previous", "older", "scratch"])
+def test_fallback_fetches_older_checkpoints_from_a_bucket(local_trial, uninterrupted, tmp_path, s3,
+                                                          damaged, epoch):
+    """The study stored in a bucket (moto S3 on 127.0.0.1): Tune hands load_checkpoint a downloaded
+    copy of checkpoint_000002 only; the older checkpoints are fetched from the bucket one by one."""
+    trial, warned = restore(local_trial, uninterrupted, tmp_path, damaged, bucket=s3)
+    assert trial.trainer.epoch == epoch and len(warned) == 1
+    message = str(warned[0].message)
+    assert f"({BUCKET}/faults/{tmp_path.name}): cannot load checkpoint_000002: " in message, message
+    assert (f"continuing from checkpoint_00000{epoch - 1} (epoch {epoch})" if epoch
+            else "restarting it from scratch (epoch 0)") in message, message
+    assert_replays_exactly(trial, uninterrupted, first_epoch=epoch + 1)
 
 # ---- 2. damaged checkpoints: through Tune ----------------------------------------------------------
 class DamageAndKill(tune.Callback):

@@ -1,5 +1,5 @@
 """Studies stored in a bucket (s3://), against a real S3 server on 127.0.0.1 (moto's server,
-started here; conftest's study_env points AWS_ENDPOINT_URL at it for this process and for the Ray
+started by conftest; conftest's study_env points AWS_ENDPOINT_URL at it for this process and for the Ray
 workers).
 
 A small study runs its search phase with `storage: s3://...`; then the driver's machine is "lost"
@@ -14,48 +14,20 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
 import pyarrow.fs as pafs
 import pytest
 
-from studies import spec_text
+from studies import BUCKET, spec_text
 from study import runner
 from study.cli import main
 from study.spec import load_spec
 from study.storage import mirror_of
 
-BUCKET = "archstudy-test"
 URI = f"s3://{BUCKET}/results"
 SPEC = dict(name="bucketed", epochs=2, seeds=[0, 1], arms=["model: mlp, hidden: [16]"])
-
-
-@pytest.fixture(scope="module")
-def s3(study_env):
-    """A moto S3 server on the port conftest chose, with an empty bucket; stopped afterwards."""
-    endpoint = os.environ["AWS_ENDPOINT_URL"]
-    port = endpoint.rsplit(":", 1)[1]
-    server = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1",
-                               "-p", port], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(endpoint, timeout=1)
-            break
-        except OSError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                server.kill()
-                pytest.fail("moto_server did not start")
-            time.sleep(0.2)
-    import boto3
-    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
-    fs, _ = pafs.FileSystem.from_uri(URI)
-    yield fs
-    server.terminate()
-    server.wait(timeout=10)
 
 
 def listing(fs, path: str) -> set[str]:
