@@ -22,7 +22,8 @@ from pathlib import Path
 import pandas as pd
 
 from study.errors import StudyError
-from study.spec import StudySpec, load_spec, spec_hash
+from study.spec import StudySpec
+from study.spec_file import load_spec, spec_hash
 from study.storage import STUDY_FILES, Store, is_uri
 from study.tracking import LEAN_SETTINGS
 

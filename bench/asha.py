@@ -18,7 +18,8 @@ import pandas as pd
 import ray
 
 from study import runner, tables
-from study.spec import load_spec, spec_from_dict
+from study.spec import spec_from_dict
+from study.spec_file import load_spec
 from trainables.data import load_data
 
 QUICK = "study/specs/quick.yaml"

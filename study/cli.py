@@ -20,7 +20,8 @@ import sys
 from trainables.data import DatasetUnavailable
 
 from .errors import StudyError
-from .spec import SpecError, json_schema, load_spec
+from .spec_errors import SpecError
+from .spec_file import json_schema, load_spec
 
 
 def cmd_validate(args) -> int:

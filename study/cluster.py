@@ -30,7 +30,8 @@ import uuid
 from pathlib import Path
 
 from .errors import StudyError
-from .spec import StudySpec, dump_spec
+from .spec import StudySpec
+from .spec_file import dump_spec
 
 JOB_DONE = ("SUCCEEDED", "FAILED", "STOPPED")
 TOKEN_SOURCES = "~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN"

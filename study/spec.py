@@ -1,11 +1,11 @@
-"""The study spec: one YAML file -> one typed, validated `StudySpec`.
+"""The study spec: one typed, validated `StudySpec` (pydantic), read from YAML by study/spec_file.py.
 
     archstudy validate study/specs/quick.yaml     # load, check and print the resolved spec
 
 A spec names the dataset, the architecture "arms" to compare, the search per arm (Optuna or random
 search, ASHA early stopping), the confirmation seeds and where the results go. Everything is checked
-here, before Ray starts. Any problem is a `SpecError` whose message is ONE line saying where, what
-and what is allowed:
+here, before Ray starts. Any problem is a `SpecError` (study/spec_errors.py) whose message is ONE line
+saying where, what and what is allowed:
 
     arms[1].model: 'resnet99' is not allowed; choose one of: mlp, vgg11, vgg13, ...
 
@@ -13,56 +13,37 @@ Training options (`search.space`, `search.fixed`) are checked by `trainables.con
 the same check the training loop uses, so there is one source of truth for them.
 
 Reading order: value types, the spec's sections (Subset, Arm, Distribution, Search, Scheduler,
-Resources, WandbConfig, Failure) and the top-level StudySpec, then YAML loading and the public
-functions, and last the helpers that turn pydantic's errors into one-line messages.
+Resources, WandbConfig, Failure), the top-level StudySpec, and `spec_from_dict`, which validates.
 """
 from __future__ import annotations
 
 import difflib
-import hashlib
-import json
 import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping, Optional
 
-import yaml
 from pydantic import (AfterValidator, AllowInfNan, BaseModel, ConfigDict, Field, Strict, StrictBool,
                       StrictInt, StrictStr, ValidationError, model_serializer, model_validator)
-from pydantic_core import PydanticCustomError
 
 from trainables.config import DEFAULTS, MODEL_DEFAULTS, check_option
 from trainables.data import DATASETS
 from trainables.models import list_models
 
-
-class SpecError(ValueError):
-    """A spec that can't be used. str(e) is one line: '<key.path>: <value> is not allowed; <what is>'."""
-
-    def __init__(self, message: str):
-        super().__init__(" ".join(str(message).splitlines()))
-
-
-def _bad(where: tuple, value: Any, allowed: str) -> PydanticCustomError:
-    """The error our validators raise: `where` is the key path below the model being validated."""
-    return PydanticCustomError("spec", "{allowed}", {"where": where, "value": value, "allowed": allowed})
+from .spec_errors import NAME_RE, SpecError, bad, one_line, short
 
 
 # ---- value types (strict: YAML's true is not 1, '5' is not 5) --------------------------------------
-NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
-NAME_RULE = "expected 1-100 of the characters A-Z a-z 0-9 . _ -, starting with a letter or digit"
-
-
 def _no_dotdot(name: str) -> str:
     if ".." in name:
-        raise _bad((), name, "'..' is not allowed in a name (it is used as a folder name)")
+        raise bad((), name, "'..' is not allowed in a name (it is used as a folder name)")
     return name
 
 
 def _storage(value: str) -> str:
     scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]+):", value)   # 2+ letters: C:\ is a local path
     if not value.strip() or (scheme and not re.fullmatch(r"(s3|gs)://[^/\s]+(/.*)?", value)):
-        raise _bad((), value, "expected a local path, s3://BUCKET/... or gs://BUCKET/...")
+        raise bad((), value, "expected a local path, s3://BUCKET/... or gs://BUCKET/...")
     return value
 
 
@@ -91,7 +72,7 @@ class _Part(BaseModel):
                 if key not in allowed:
                     close = difflib.get_close_matches(str(key), allowed, n=1)
                     hint = f" (did you mean {close[0]!r}?)" if close else ""
-                    raise _bad((str(key),), key, f"unknown key{hint}; allowed keys: {', '.join(allowed)}")
+                    raise bad((str(key),), key, f"unknown key{hint}; allowed keys: {', '.join(allowed)}")
         return data
 
 
@@ -114,14 +95,14 @@ class Arm(_Part):
     @model_validator(mode="after")
     def _check(self) -> Arm:
         if self.hidden is not None and self.model != "mlp":
-            raise _bad(("hidden",), self.hidden, f"only model mlp takes hidden layers (this arm is "
+            raise bad(("hidden",), self.hidden, f"only model mlp takes hidden layers (this arm is "
                                                  f"{self.model}); remove 'hidden'")
         if self.name is None:
             self.name = (self.model + ("" if self.batchnorm else "-nobn")
                          + (f"-w{self.width:g}" if self.width is not None else "")
                          + ("-h" + "x".join(map(str, self.hidden)) if self.hidden else ""))
             if not re.match(NAME_RE, self.name):
-                raise _bad(("name",), self.name, "the name made from model and hidden is too long; "
+                raise bad(("name",), self.name, "the name made from model and hidden is too long; "
                                                  "give the arm a 'name'")
         return self
 
@@ -166,18 +147,18 @@ class Distribution(_Part):
         given = {kind: getattr(self, _attr(kind)) for kind in KINDS
                  if getattr(self, _attr(kind)) is not None}
         if len(given) != 1:
-            raise _bad((), given, "expected exactly one of: loguniform: [lo, hi], uniform: [lo, hi], "
+            raise bad((), given, "expected exactly one of: loguniform: [lo, hi], uniform: [lo, hi], "
                                   "int: [lo, hi], choice: [v, ...]")
         kind, args = self.kind, self.args
         if kind == "choice":
             for i, value in enumerate(args):
                 if value in args[:i]:
-                    raise _bad(("choice", i), value, "expected distinct choices (this one is repeated)")
+                    raise bad(("choice", i), value, "expected distinct choices (this one is repeated)")
             return self
         if kind == "loguniform" and args[0] <= 0:
-            raise _bad((kind, 0), args[0], "expected lo > 0 (a log scale can't reach 0)")
+            raise bad((kind, 0), args[0], "expected lo > 0 (a log scale can't reach 0)")
         if not args[0] < args[1]:
-            raise _bad((kind,), args, "expected [lo, hi] with lo < hi")
+            raise bad((kind,), args, "expected [lo, hi] with lo < hi")
         return self
 
 
@@ -208,19 +189,19 @@ class Search(_Part):
         for group, options in (("space", self.space), ("fixed", self.fixed)):
             for key in options:
                 if key in NOT_SEARCHED:
-                    raise _bad((group, key), key, f"not allowed in search.{group}: {NOT_SEARCHED[key]}")
+                    raise bad((group, key), key, f"not allowed in search.{group}: {NOT_SEARCHED[key]}")
                 if key not in DEFAULTS:
-                    raise _bad((group, key), key,
+                    raise bad((group, key), key,
                                f"unknown training option; allowed: {', '.join(SEARCHABLE)}")
                 if group == "fixed" and key in self.space:
-                    raise _bad((group, key), key,
+                    raise bad((group, key), key,
                                "also in search.space; an option is searched or fixed, not both")
         for key, value in self.fixed.items():
             self.fixed[key] = _check_option(("fixed", key), key, value)
         for key, dist in self.space.items():
             where = ("space", key, dist.kind)
             if dist.kind in ("uniform", "loguniform") and type(DEFAULTS[key]) is not float:
-                raise _bad(where, dist.args, f"{key} does not take any number in a range; "
+                raise bad(where, dist.args, f"{key} does not take any number in a range; "
                                              "use int: [lo, hi] or choice: [...]")
             for i, value in enumerate(dist.args):   # each end of a range, every choice
                 _check_option((*where, i), key, value)
@@ -231,7 +212,7 @@ def _check_option(where: tuple, key: str, value: Any) -> Any:
     try:
         return check_option(key, value)
     except (ValueError, TypeError) as e:   # "lr: -1 is not allowed; expected a number > 0"
-        raise _bad(where, value, str(e).split(" is not allowed; ", 1)[-1]) from None
+        raise bad(where, value, str(e).split(" is not allowed; ", 1)[-1]) from None
 
 
 class Scheduler(_Part):
@@ -249,7 +230,7 @@ class Resources(_Part):
     @model_validator(mode="after")
     def _check(self) -> Resources:
         if self.gpu > 1 and not self.gpu.is_integer():
-            raise _bad(("gpu",), self.gpu, "expected a fraction below 1 or a whole number of GPUs")
+            raise bad(("gpu",), self.gpu, "expected a fraction below 1 or a whole number of GPUs")
         return self
 
 
@@ -296,18 +277,18 @@ class StudySpec(_Part):
         if self.mode is None:
             self.mode = expected
         elif self.mode != expected:
-            raise _bad(("mode",), self.mode, f"{self.metric} needs mode {expected} (or leave mode out)")
+            raise bad(("mode",), self.mode, f"{self.metric} needs mode {expected} (or leave mode out)")
         for i, seed in enumerate(self.seeds):
             if seed in self.seeds[:i]:
-                raise _bad(("seeds", i), seed, "expected distinct seeds (this one is repeated)")
+                raise bad(("seeds", i), seed, "expected distinct seeds (this one is repeated)")
         for i, arm in enumerate(self.arms):
             if arm.name in self.arm_names[:i]:
-                raise _bad(("arms", i, "name"), arm.name, "expected unique arm names; give this arm a "
+                raise bad(("arms", i, "name"), arm.name, "expected unique arm names; give this arm a "
                                                           "different 'name' (or change it)")
             if arm.width is None:
                 arm.width = self.width
         if self.scheduler.grace_period > self.epochs:
-            raise _bad(("scheduler", "grace_period"), self.scheduler.grace_period,
+            raise bad(("scheduler", "grace_period"), self.scheduler.grace_period,
                        f"expected an integer <= epochs ({self.epochs})")
         return self
 
@@ -328,7 +309,7 @@ class StudySpec(_Part):
     def with_overrides(self, name: str | None = None, storage: str | None = None,
                        wandb_mode: str | None = None) -> StudySpec:
         """A copy with command-line overrides applied, validated again."""
-        data = _resolved(self)
+        data = self.model_dump(mode="json", by_alias=True)
         if name is not None:
             data["name"] = name
         if storage is not None:
@@ -338,179 +319,15 @@ class StudySpec(_Part):
         return spec_from_dict(data)
 
 
-# ---- YAML ------------------------------------------------------------------------------------------
-FLOAT_TAG = "tag:yaml.org,2002:float"
-FLOAT_RE = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
-    |[-+]?\.(?:inf|Inf|INF)
-    |\.(?:nan|NaN|NAN))$""", re.X)
-
-
-class _Loader(yaml.SafeLoader):
-    """yaml.SafeLoader that reads 1e-3 as a number (PyYAML wants 1.0e-3) and rejects repeated keys."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
-                if (key_node.tag, key_node.value) in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key_node.value!r}", key_node.start_mark)
-                seen.add((key_node.tag, key_node.value))
-        return super().construct_mapping(node, deep)
-
-
-class _Dumper(yaml.SafeDumper):
-    """Quotes every string that _Loader would read as something else (e.g. '1e-3')."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != FLOAT_TAG]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_Loader.add_implicit_resolver(FLOAT_TAG, FLOAT_RE, list("-+0123456789."))
-_Dumper.yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
-
-
-def _load_yaml(text: str, source: str) -> Any:
-    try:
-        return yaml.load(text, Loader=_Loader)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SpecError(f"{source}: invalid YAML{where}: {e.problem or e.context or e}") from None
-    except yaml.reader.ReaderError as e:   # control characters
-        code = e.character if isinstance(e.character, int) else ord(e.character)
-        raise SpecError(f"{source}: not a text YAML file: character #x{code:04x} at position "
-                        f"{e.position} is not allowed in YAML") from None
-    except Exception as e:   # PyYAML's ValueErrors (a date like 2021-02-30), very deep nesting, ...
-        raise SpecError(f"{source}: invalid YAML: {type(e).__name__}: {e}") from None
-
-
-# ---- public functions ------------------------------------------------------------------------------
-def load_spec(path: str | os.PathLike) -> StudySpec:
-    """Read, parse and validate a spec file; every failure is a SpecError."""
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as e:
-        raise SpecError(f"{path}: cannot read the spec: {e.strerror or e}") from None
-    try:
-        if b"\x00" in raw:
-            raise UnicodeError("NUL byte")
-        text = raw.decode("utf-8-sig")
-    except UnicodeError:
-        raise SpecError(f"{path}: not a text YAML file (binary, or not UTF-8); "
-                        "expected a UTF-8 YAML spec") from None
-    return parse_spec(text, source=str(path))
-
-
-def parse_spec(text: str, source: str = "<string>") -> StudySpec:
-    data = _load_yaml(text, source)
-    if data is None:
-        raise SpecError(f"{source}: empty spec; expected a mapping with at least 'name', 'arms'")
-    if not isinstance(data, dict):
-        raise SpecError(f"{source}: the top level is a {type(data).__name__} ({_short(data)}), not a "
-                        "mapping; expected a mapping with at least 'name', 'arms'")
-    return spec_from_dict(data)
-
-
 def spec_from_dict(d: dict) -> StudySpec:
     """Validate a plain dict; the first problem becomes a one-line SpecError."""
     if not isinstance(d, dict):
-        raise SpecError(f"(top level): {_short(d)} is not allowed; expected a mapping with at least "
+        raise SpecError(f"(top level): {short(d)} is not allowed; expected a mapping with at least "
                         "'name', 'arms'")
     try:
         return StudySpec.model_validate(d)
     except ValidationError as e:
-        raise SpecError(_one_line(e.errors(include_url=False)[0])) from None
+        raise SpecError(one_line(e.errors(include_url=False)[0])) from None
     except RecursionError:   # YAML anchors can make a value contain itself
         raise SpecError("(top level): the spec is nested too deeply or contains itself; "
                         "expected plain data") from None
-
-
-def json_schema() -> dict:
-    """JSON Schema (draft 2020-12) of a spec, for editors; cross-key rules are only in StudySpec."""
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
-            **StudySpec.model_json_schema(), "title": "archstudy study spec"}
-
-
-def _resolved(spec: StudySpec) -> dict:
-    return spec.model_dump(mode="json", by_alias=True)
-
-
-def spec_hash(spec: StudySpec) -> str:
-    """First 12 hex digits of the sha256 of the resolved spec as canonical JSON."""
-    blob = json.dumps(_resolved(spec), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-def dump_spec(spec: StudySpec) -> str:
-    """The resolved spec (every default filled in) as YAML that loads back to an equal spec."""
-    return yaml.dump(_resolved(spec), Dumper=_Dumper, sort_keys=False, allow_unicode=True)
-
-
-# ---- pydantic errors -> one-line messages ----------------------------------------------------------
-EXPECTED = {
-    "int_type": "expected an integer", "int_parsing": "expected an integer",
-    "int_from_float": "expected an integer", "float_type": "expected a number",
-    "float_parsing": "expected a number", "finite_number": "expected a finite number",
-    "bool_type": "expected true or false", "bool_parsing": "expected true or false",
-    "string_type": "expected a string", "string_too_short": "expected a non-empty string",
-    "string_pattern_mismatch": NAME_RULE, "list_type": "expected a list",
-    "dict_type": "expected a mapping", "model_type": "expected a mapping",
-    "model_attributes_type": "expected a mapping", "recursion_loop": "expected plain data",
-}
-COMPARISONS = {"greater_than": ("gt", ">"), "greater_than_equal": ("ge", ">="),
-               "less_than": ("lt", "<"), "less_than_equal": ("le", "<=")}
-
-
-def _one_line(err: dict) -> str:
-    loc, kind, ctx, value = list(err["loc"]), err["type"], err.get("ctx") or {}, err.get("input")
-    if kind == "spec":
-        loc, value, allowed = loc + list(ctx["where"]), ctx["value"], ctx["allowed"]
-    elif kind == "missing":
-        return f"{_path(loc)}: missing; this key is required"
-    elif kind == "literal_error":
-        allowed = "choose one of: " + ", ".join(re.findall(r"'([^']*)'", ctx["expected"]))
-    elif kind in COMPARISONS:
-        key, op = COMPARISONS[kind]
-        bound = ctx[key]
-        allowed = f"expected a number {op} {bound:g}" if isinstance(bound, float) else \
-            f"expected an integer {op} {bound}"
-    elif kind in ("too_short", "too_long"):
-        n = ctx.get("min_length", ctx.get("max_length"))
-        allowed = ("expected a non-empty list" if kind == "too_short" and n == 1 else
-                   f"expected {'at least' if kind == 'too_short' else 'at most'} {n} item{'s' * (n != 1)}")
-    else:
-        allowed = EXPECTED.get(kind) or err["msg"].splitlines()[0]
-    if kind == "string_type" and isinstance(value, bool):
-        allowed += " (YAML reads yes/no/on/off/true/false as booleans: put the text in quotes)"
-    elif kind in ("int_type", "float_type") and isinstance(value, str) and _is_number(value):
-        allowed += " (this is text: write the number without quotes)"
-    return f"{_path(loc)}: {_short(value)} is not allowed; {allowed}"
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
-
-
-def _path(loc: list) -> str:
-    """('arms', 1, 'model') -> 'arms[1].model'."""
-    text = ""
-    for part in loc:
-        if isinstance(part, int) and not isinstance(part, bool):
-            text += f"[{part}]"
-        elif part != "[key]":   # odd keys (spaces, control characters) are quoted
-            key = str(part) if re.fullmatch(r"[A-Za-z0-9_.-]+", str(part)) else repr(part)
-            text += ("." if text else "") + key
-    return text or "(top level)"
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."

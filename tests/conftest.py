@@ -105,7 +105,7 @@ def tiny(ray_local, study_env, tmp_path_factory):
 
     from studies import TINY_SPEC, spec_text
     from study import runner
-    from study.spec import load_spec
+    from study.spec_file import load_spec
 
     root = tmp_path_factory.mktemp("tiny")
     path = root / "tiny.yaml"

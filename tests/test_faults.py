@@ -38,14 +38,14 @@ from ray import tune
 from analysis import questions
 from study import runner, tables
 from study.search import study_name
-from study.spec import load_spec
+from study.spec_file import load_spec
 from study.trainable import STATE_FILE, CheckpointFallbackWarning, Trial
 from trainables.data import load_data
 
 from studies import BUCKET, read_results, spec_text
 
 EPOCHS = 4   # of the checkpoint tests' trials
-# A quick model: these tests restore many times. (test_study's killed-trial test restores a
+# A quick model: these tests restore many times. (test_resume's killed-trial test restores a
 # resnet20, whose BatchNorm statistics are in the state too; the state is the same dict here.)
 CONFIG = {"model": "mlp", "hidden": [32], "epochs": EPOCHS, "lr": 0.05, "batch_size": 32,
           "seed": 0, "phase": "confirm"}

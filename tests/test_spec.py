@@ -20,9 +20,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from study import spec as spec_module
-from study.spec import (Arm, Distribution, SpecError, StudySpec, dump_spec, json_schema, load_spec,
-                        parse_spec, spec_from_dict, spec_hash)
+from study import spec_file
+from study.spec import Arm, Distribution, StudySpec, spec_from_dict
+from study.spec_errors import SpecError
+from study.spec_file import dump_spec, json_schema, load_spec, parse_spec, spec_hash
 from trainables.config import DEFAULTS
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -232,7 +233,7 @@ def test_json_schema_is_valid_and_accepts_the_shipped_specs():
     json.dumps(schema)
     validator = jsonschema.Draft202012Validator(schema)
     for path in SPECS:
-        validator.validate(spec_module._load_yaml(path.read_text(), str(path)))
+        validator.validate(spec_file._load_yaml(path.read_text(), str(path)))
         validator.validate(json.loads(json.dumps(load_spec(path).model_dump(mode="json", by_alias=True))))
     for bad in ({"arms": [{"model": "mlp"}]}, {"name": "x", "arms": [{"model": "nope"}]},
                 {"name": "x", "arms": [{"model": "mlp"}], "extra": 1},

@@ -23,7 +23,7 @@ import pytest
 from studies import BUCKET, spec_text
 from study import runner
 from study.cli import main
-from study.spec import load_spec
+from study.spec_file import load_spec
 from study.storage import mirror_of
 
 URI = f"s3://{BUCKET}/results"

@@ -1,0 +1,119 @@
+"""Spec files: YAML in (`load_spec`, `parse_spec`) and out (`dump_spec`), the spec's hash and its
+JSON Schema.
+
+    archstudy validate study/specs/quick.yaml     # load, check and print the resolved spec
+    archstudy schema > spec.schema.json           # for editors
+
+YAML is read strictly: a repeated key is an error, 1e-3 is a number (PyYAML alone reads it as
+text), and every failure, from a syntax error to a binary file, is a one-line SpecError.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .spec import StudySpec, spec_from_dict
+from .spec_errors import SpecError, short
+
+FLOAT_TAG = "tag:yaml.org,2002:float"
+FLOAT_RE = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X)
+
+
+class _Loader(yaml.SafeLoader):
+    """yaml.SafeLoader that reads 1e-3 as a number (PyYAML wants 1.0e-3) and rejects repeated keys."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                if (key_node.tag, key_node.value) in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key_node.value!r}", key_node.start_mark)
+                seen.add((key_node.tag, key_node.value))
+        return super().construct_mapping(node, deep)
+
+
+class _Dumper(yaml.SafeDumper):
+    """Quotes every string that _Loader would read as something else (e.g. '1e-3')."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != FLOAT_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver(FLOAT_TAG, FLOAT_RE, list("-+0123456789."))
+_Dumper.yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
+
+
+def _load_yaml(text: str, source: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SpecError(f"{source}: invalid YAML{where}: {e.problem or e.context or e}") from None
+    except yaml.reader.ReaderError as e:   # control characters
+        code = e.character if isinstance(e.character, int) else ord(e.character)
+        raise SpecError(f"{source}: not a text YAML file: character #x{code:04x} at position "
+                        f"{e.position} is not allowed in YAML") from None
+    except Exception as e:   # PyYAML's ValueErrors (a date like 2021-02-30), very deep nesting, ...
+        raise SpecError(f"{source}: invalid YAML: {type(e).__name__}: {e}") from None
+
+
+def load_spec(path: str | os.PathLike) -> StudySpec:
+    """Read, parse and validate a spec file; every failure is a SpecError."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise SpecError(f"{path}: cannot read the spec: {e.strerror or e}") from None
+    try:
+        if b"\x00" in raw:
+            raise UnicodeError("NUL byte")
+        text = raw.decode("utf-8-sig")
+    except UnicodeError:
+        raise SpecError(f"{path}: not a text YAML file (binary, or not UTF-8); "
+                        "expected a UTF-8 YAML spec") from None
+    return parse_spec(text, source=str(path))
+
+
+def parse_spec(text: str, source: str = "<string>") -> StudySpec:
+    data = _load_yaml(text, source)
+    if data is None:
+        raise SpecError(f"{source}: empty spec; expected a mapping with at least 'name', 'arms'")
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: the top level is a {type(data).__name__} ({short(data)}), not a "
+                        "mapping; expected a mapping with at least 'name', 'arms'")
+    return spec_from_dict(data)
+
+
+def json_schema() -> dict:
+    """JSON Schema (draft 2020-12) of a spec, for editors; cross-key rules are only in StudySpec."""
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            **StudySpec.model_json_schema(), "title": "archstudy study spec"}
+
+
+def _resolved(spec: StudySpec) -> dict:
+    return spec.model_dump(mode="json", by_alias=True)
+
+
+def spec_hash(spec: StudySpec) -> str:
+    """First 12 hex digits of the sha256 of the resolved spec as canonical JSON."""
+    blob = json.dumps(_resolved(spec), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def dump_spec(spec: StudySpec) -> str:
+    """The resolved spec (every default filled in) as YAML that loads back to an equal spec."""
+    return yaml.dump(_resolved(spec), Dumper=_Dumper, sort_keys=False, allow_unicode=True)
+
+
