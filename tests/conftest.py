@@ -70,7 +70,7 @@ def ray_local(study_env):
 @pytest.fixture(scope="session")
 def s3(study_env):
     """A moto S3 server on the port study_env chose, with an empty bucket BUCKET, for the whole
-    session (test_storage, test_faults); yields its pyarrow filesystem. Stopped afterwards."""
+    session (test_storage, test_checkpoints); yields its pyarrow filesystem. Stopped afterwards."""
     import boto3
     import pyarrow.fs as pafs
     endpoint = os.environ["AWS_ENDPOINT_URL"]
