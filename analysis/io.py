@@ -59,7 +59,7 @@ class StudyTables:
 def local_folder(folder: str | os.PathLike) -> Path:
     """A study folder on this machine: for s3:// or gs:// the local mirror, refreshed first."""
     if is_uri(folder):
-        store = Store(str(folder).rstrip("/"))
+        store = Store(str(folder))
         store.download(*STUDY_FILES)
         return store.local
     return Path(folder).expanduser().resolve()
@@ -68,7 +68,7 @@ def local_folder(folder: str | os.PathLike) -> Path:
 def publish(folder: str | os.PathLike, names=OUTPUTS + ("wandb",)) -> None:
     """Upload the analysis outputs of a study stored in a bucket (a no-op for local folders)."""
     if is_uri(folder):
-        Store(str(folder).rstrip("/")).upload(*names)
+        Store(str(folder)).upload(*names)
 
 
 def read_folder(folder: str | os.PathLike) -> tuple[Path, StudySpec, dict[str, pd.DataFrame]]:

@@ -22,6 +22,7 @@ from trainables.data import DatasetUnavailable
 from .errors import StudyError
 from .spec_errors import SpecError
 from .spec_file import json_schema, load_spec
+from .storage import join
 
 
 def cmd_validate(args) -> int:
@@ -59,7 +60,7 @@ def finish(study) -> int:
     print(f"results: {study.store}")
     if study.spec.wandb.resolved_mode() == "offline":
         if study.store.remote:
-            print(f"W&B offline runs: {study.store}/wandb/ (also in {study.out}/wandb); upload them with "
+            print(f"W&B offline runs: {join(study.store.remote, 'wandb')} (also in {study.out}/wandb); upload them with "
                   f"wandb sync {study.out}/wandb/offline-run-*")
         else:
             print(f"W&B offline runs: wandb sync {study.out}/wandb/offline-run-*")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -33,7 +34,7 @@ from .progress import ProgressCallback
 from .search import ArmSearch, FixedConfigs, PerArmASHA, pruned_epochs, study_name
 from .spec import StudySpec
 from .spec_file import dump_spec, load_spec, spec_hash
-from .storage import STUDY_FILES, Store, is_uri, mirror_of
+from .storage import STUDY_FILES, Store, is_uri, join, mirror_of
 from .trainable import Trial
 
 PHASES = ("search", "confirm")
@@ -133,7 +134,7 @@ class Study:
                 "mode": w.resolved_mode(), "spec_hash": spec_hash(self.spec), "git_commit": git_commit(),
                 # with a bucket, each node writes its runs locally and uploads them when they end
                 "dir": str(mirror_of(self.store.remote) if self.store.remote else self.out),
-                "upload_to": f"{self.store.remote}/wandb" if self.store.remote else None}
+                "upload_to": join(self.store.remote, "wandb") if self.store.remote else None}
 
     # ---- configs ----
     def arm_configs(self) -> dict[str, dict]:
@@ -241,7 +242,7 @@ def check_new_study(spec: StudySpec) -> Store:
     storage this process cannot write to."""
     store = Store(spec.out_dir())
     if store.exists("spec.yaml") or (store.local / "spec.yaml").exists():
-        raise StudyError(f"{store} already holds a study; use `archstudy resume {store}` or pick "
+        raise StudyError(f"{store} already holds a study; use `archstudy resume {shlex.quote(str(store))}` or pick "
                          "another --name")
     check_writable(store.local)
     return store
@@ -289,7 +290,7 @@ def reopen(folder: str | os.PathLike) -> Study:
     """A study folder to resume: a local path, or a bucket URI (its files are downloaded into the
     local mirror first; Ray Tune restores the phases from the bucket itself)."""
     location = folder if is_uri(folder) else Path(folder).expanduser().resolve()
-    store = Store(str(location).rstrip("/") if is_uri(location) else location)
+    store = Store(location)
     store.download(*STUDY_FILES, "wandb")
     out = store.local
     if not (out / "spec.yaml").is_file() or not (out / "study.json").is_file():

@@ -30,6 +30,7 @@ from trainables.config import DEFAULTS, MODEL_DEFAULTS, check_option
 from trainables.data import DATASETS
 from trainables.models import list_models
 
+from .storage import is_uri, join
 from .spec_errors import NAME_RE, SpecError, bad, one_line, short
 
 
@@ -298,8 +299,8 @@ class StudySpec(_Part):
 
     def out_dir(self) -> Path | str:
         """Where this study writes: <storage>/<name>; a str for s3:// and gs:// URIs, else a Path."""
-        if re.match(r"(s3|gs)://", self.storage):
-            return self.storage.rstrip("/") + "/" + self.name
+        if is_uri(self.storage):
+            return join(self.storage, self.name)
         root = Path(os.path.abspath(os.path.expanduser(self.storage)))
         out = root / self.name
         if out.parent != root or self.name in (".", ".."):   # the name pattern already rules this out

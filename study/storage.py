@@ -14,6 +14,11 @@ node and uploaded to <study>/wandb/ when the trial ends.
 
 The buckets are reached through pyarrow's filesystems (what Ray uses): credentials and endpoints
 come from the usual environment (AWS_* variables or instance roles; GOOGLE_APPLICATION_CREDENTIALS).
+pyarrow's URI options also work, for S3-compatible stores and emulators; the study's folders go
+before them:
+
+    storage: "s3://results?endpoint_override=minio.lan:9000&scheme=http"   # -> s3://results/<name>?...
+    storage: "gs://anonymous@results?endpoint_override=127.0.0.1:4443&scheme=http"   # no credentials
 """
 from __future__ import annotations
 
@@ -33,11 +38,23 @@ def is_uri(location: str | os.PathLike) -> bool:
     return isinstance(location, str) and re.match(r"(s3|gs)://", location) is not None
 
 
+def normalised(uri: str) -> str:
+    """The bucket URI without a trailing '/' before its options (if any)."""
+    base, sep, options = uri.partition("?")
+    return base.rstrip("/") + sep + options
+
+
+def join(uri: str, *parts: str) -> str:
+    """uri/part/part, keeping the URI's options (?key=value&...) at the end."""
+    base, sep, options = normalised(uri).partition("?")
+    return "/".join([base, *parts]) + sep + options
+
+
 def mirror_of(uri: str) -> Path:
-    """The local mirror folder of a study in a bucket."""
+    """The local mirror folder of a study in a bucket (named by scheme, bucket and path only)."""
     root = Path(os.environ.get("ARCHSTUDY_CACHE", Path.home() / ".cache" / "archstudy")).expanduser()
-    scheme, rest = uri.split("://", 1)
-    return root / "mirror" / scheme / rest.strip("/")
+    scheme, rest = normalised(uri).partition("?")[0].split("://", 1)
+    return root / "mirror" / scheme / rest.rpartition("@")[2].strip("/")   # no user@
 
 
 def filesystem(uri: str):
@@ -55,7 +72,7 @@ class Store:
     `remote` is the bucket URI (None for local storage); `ray_path` is what Ray Tune is given."""
 
     def __init__(self, out: Path | str):
-        self.remote = out if is_uri(out) else None
+        self.remote = normalised(out) if is_uri(out) else None
         self.local = mirror_of(out) if self.remote else Path(out)
         if self.remote:
             self.fs, self.root = filesystem(self.remote)
@@ -65,7 +82,7 @@ class Store:
         return self.remote or str(self.local)
 
     def phase_path(self, phase: str) -> str:
-        return f"{self.remote}/{phase}" if self.remote else str(self.local / phase)
+        return join(self.remote, phase) if self.remote else str(self.local / phase)
 
     def __str__(self) -> str:
         return self.ray_path

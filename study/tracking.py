@@ -50,9 +50,9 @@ def finish_run(run, settings: dict) -> None:
     if settings.get("upload_to") and settings["mode"] == "offline":
         from pathlib import Path
 
-        from .storage import upload_folder
+        from .storage import join, upload_folder
         folder = Path(run.dir).parent   # .../wandb/offline-run-<time>-<id>/files -> the run folder
-        upload_folder(folder, f"{settings['upload_to']}/{folder.name}")
+        upload_folder(folder, join(settings["upload_to"], folder.name))
 
 
 def log_epoch(run, metrics: dict) -> None:

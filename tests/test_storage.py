@@ -1,11 +1,13 @@
-"""Studies stored in a bucket (s3://), against a real S3 server on 127.0.0.1 (moto's server,
-started by conftest; conftest's study_env points AWS_ENDPOINT_URL at it for this process and for the Ray
-workers).
+"""Studies stored in a bucket, against real servers on 127.0.0.1 that conftest starts: moto's S3
+server (study_env points AWS_ENDPOINT_URL at it, for this process and the Ray workers) and
+fake-gcs-server (reached through the gs:// URI's own options).
 
-A small study runs its search phase with `storage: s3://...`; then the driver's machine is "lost"
-(its local mirror deleted), and `archstudy resume s3://...` finishes the study from the bucket
-alone: nothing re-runs, and the bucket ends up holding everything a local study folder holds.
-Also: unwritable local storage is refused before anything runs.
+    python -m pytest tests/test_storage.py
+
+For each, a small study runs its search phase with `storage: s3://...` or `gs://...`; then the
+driver's machine is "lost" (its local mirror deleted), and `archstudy resume <URI>` finishes the
+study from the bucket alone: nothing re-runs, and the bucket ends up holding everything a local
+study folder holds. Also: unwritable or full local storage is refused before anything runs.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pyarrow.fs as pafs
@@ -23,10 +26,9 @@ import pytest
 from studies import BUCKET, spec_text
 from study import runner
 from study.cli import main
-from study.spec_file import load_spec
-from study.storage import mirror_of
+from study.spec_file import load_spec, parse_spec
+from study.storage import join, mirror_of
 
-URI = f"s3://{BUCKET}/results"
 SPEC = dict(name="bucketed", epochs=2, seeds=[0, 1], arms=["model: mlp, hidden: [16]"])
 
 
@@ -35,18 +37,30 @@ def listing(fs, path: str) -> set[str]:
     return {i.path[len(path) + 1:] for i in infos if i.type == pafs.FileType.File}
 
 
+@pytest.fixture(scope="module", params=["s3", "gs"])
+def bucket(request):
+    """The study's storage URI in a bucket on moto S3 or on fake-gcs-server (with the options that
+    point pyarrow at it), the server's pyarrow filesystem and the storage's path in it."""
+    if request.param == "s3":
+        return SimpleNamespace(storage=f"s3://{BUCKET}/results", fs=request.getfixturevalue("s3"),
+                               path=f"{BUCKET}/results")
+    gcs = request.getfixturevalue("gcs")
+    return SimpleNamespace(storage=gcs.uri("results"), fs=gcs.fs, path=f"{BUCKET}/results")
+
+
 @pytest.fixture(scope="module")
-def bucketed(s3, ray_local, tmp_path_factory):
-    """Search phase in the bucket, the mirror deleted, then `archstudy resume s3://...`."""
+def bucketed(bucket, ray_local, tmp_path_factory):
+    """Search phase in the bucket, the mirror deleted, then `archstudy resume <bucket URI>`."""
     path = tmp_path_factory.mktemp("bucketed") / "spec.yaml"
-    path.write_text(spec_text(URI, **SPEC))
+    path.write_text(spec_text(bucket.storage, **SPEC))
     spec = load_spec(path)
     study = runner.prepare(spec)
-    assert study.store.remote == f"{URI}/bucketed" and study.out == mirror_of(f"{URI}/bucketed")
+    out = join(bucket.storage, "bucketed")
+    assert study.store.remote == out and study.out == mirror_of(out)
     study.run_phase("search", runner.study_data(spec))
     searched = pd.read_parquet(study.out / "trials.parquet")
     shutil.rmtree(study.out)                       # the driver's machine is gone
-    code = main(["resume", f"{URI}/bucketed"])
+    code = main(["resume", out])
     return study, searched, code
 
 
@@ -62,9 +76,9 @@ def test_resume_from_the_bucket_alone_finishes_without_rerunning(bucketed):
     assert len(confirm) == 2 and (confirm.status == "completed").all()
 
 
-def test_the_bucket_holds_the_whole_study(bucketed, s3):
+def test_the_bucket_holds_the_whole_study(bucketed, bucket):
     study, _, _ = bucketed
-    files = listing(s3, f"{BUCKET}/results/bucketed")
+    files = listing(bucket.fs, f"{bucket.path}/bucketed")
     for name in ("spec.yaml", "study.json", "optuna.db", "trials.parquet", "epochs.parquet",
                  "gradflow.parquet", "answers.md", "answers.json", "report.html"):
         assert name in files, name
@@ -76,15 +90,25 @@ def test_the_bucket_holds_the_whole_study(bucketed, s3):
                 and f.endswith(f"-{row.study}-{row.trial_id}.wandb")]
         assert runs, f"no W&B offline run of {row.trial_id} in the bucket"
     # the bucket's tables are the mirror's
-    with s3.open_input_file(f"{BUCKET}/results/bucketed/trials.parquet") as f:
+    with bucket.fs.open_input_file(f"{bucket.path}/bucketed/trials.parquet") as f:
         assert pd.read_parquet(f).trial_id.tolist() == trials.trial_id.tolist()
 
 
-def test_a_second_study_with_the_same_name_is_refused(bucketed, capsys, tmp_path):
+def test_a_second_study_with_the_same_name_is_refused(bucketed, bucket, capsys, tmp_path):
     path = tmp_path / "spec.yaml"
-    path.write_text(spec_text(URI, **SPEC))
+    path.write_text(spec_text(bucket.storage, **SPEC))
     assert main(["run", str(path)]) == 2
     assert "already holds a study" in capsys.readouterr().err
+
+
+def test_uri_options_stay_at_the_end_of_every_path():
+    assert join("s3://b/results/", "study", "search") == "s3://b/results/study/search"
+    assert join("s3://b/?endpoint_override=m:9000&scheme=http", "study") == \
+        "s3://b/study?endpoint_override=m:9000&scheme=http"
+    # the mirror is named by scheme, bucket and path: no user, no options
+    assert mirror_of("gs://anonymous@b/r/study?scheme=http") == mirror_of("gs://b/r/study/")
+    spec = parse_spec("name: x\narms: [{model: mlp}]\nstorage: 'gs://anonymous@b/r?scheme=http'\n")
+    assert spec.out_dir() == "gs://anonymous@b/r/x?scheme=http"
 
 
 def test_unwritable_storage_is_refused_before_anything_runs(tmp_path, capsys, study_env):
