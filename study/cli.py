@@ -60,8 +60,8 @@ def finish(study) -> int:
     print(f"results: {study.store}")
     if study.spec.wandb.resolved_mode() == "offline":
         if study.store.remote:
-            print(f"W&B offline runs: {join(study.store.remote, 'wandb')} (also in {study.out}/wandb); upload them with "
-                  f"wandb sync {study.out}/wandb/offline-run-*")
+            print(f"W&B offline runs: {join(study.store.remote, 'wandb')} (also in {study.out}/wandb); "
+                  f"upload them with wandb sync {study.out}/wandb/offline-run-*")
         else:
             print(f"W&B offline runs: wandb sync {study.out}/wandb/offline-run-*")
     return 0

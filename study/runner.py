@@ -242,8 +242,8 @@ def check_new_study(spec: StudySpec) -> Store:
     storage this process cannot write to."""
     store = Store(spec.out_dir())
     if store.exists("spec.yaml") or (store.local / "spec.yaml").exists():
-        raise StudyError(f"{store} already holds a study; use `archstudy resume {shlex.quote(str(store))}` or pick "
-                         "another --name")
+        raise StudyError(f"{store} already holds a study; use `archstudy resume "
+                         f"{shlex.quote(str(store))}` or pick another --name")
     check_writable(store.local)
     return store
 

@@ -51,7 +51,7 @@ def older_checkpoints(checkpoint: tune.Checkpoint) -> list[tune.Checkpoint]:
         match = CHECKPOINT_DIR.fullmatch(PurePosixPath(sibling.path).name)
         if match and sibling.type == pafs.FileType.Directory and int(match.group(1)) < int(current.group(1)):
             older.append((int(match.group(1)), sibling.path))
-    return [tune.Checkpoint(path, filesystem=checkpoint.filesystem) for _, path in sorted(older, reverse=True)]
+    return [tune.Checkpoint(folder, filesystem=checkpoint.filesystem) for _, folder in sorted(older, reverse=True)]
 
 
 def first_line(error: Exception) -> str:
