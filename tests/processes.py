@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import time
+from datetime import datetime
 from pathlib import Path
 
 RAY_TEMP = Path(os.environ.get("RAY_TMPDIR", "/tmp")) / "ray"   # where Ray keeps its session folders
@@ -71,8 +72,16 @@ def processes_of_ray_session(driver_pid: int) -> list[int]:
             if state != "Z" and pattern.search(cmd)]
 
 
-def ray_sessions_of(pid: int) -> list[Path]:
-    return list(RAY_TEMP.glob(f"session_*_{pid}"))
+def ray_sessions_of(pid: int, since: float) -> list[Path]:
+    """The Ray session folders (session_<local time>_<pid>) that process `pid` started at or after
+    `since` (a time.time()). Older ones belong to earlier processes that had the same pid: pids are
+    reused (pid_max is 32768 here) and Ray leaves its session folders behind."""
+    found = []
+    for path in RAY_TEMP.glob(f"session_*_{pid}"):
+        stamp = re.fullmatch(rf"session_(\d{{4}}-\d\d-\d\d_\d\d-\d\d-\d\d_\d+)_{pid}", path.name)
+        if stamp and datetime.strptime(stamp.group(1), "%Y-%m-%d_%H-%M-%S_%f").timestamp() >= since - 1:
+            found.append(path)
+    return found
 
 
 LOOPBACK = {"0100007F", "0000000000000000FFFF00000100007F", "00000000000000000000000001000000"}

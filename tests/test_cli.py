@@ -48,6 +48,7 @@ def cli(tmp_path_factory):
                        f"storage: {root / 'storage-no-data'}\narms: [{{model: resnet20}}]\n")
     calls["run:no-data"] = ["run", str(no_data)]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    since = time.time()   # Ray sessions of these calls' pids from before are other processes'
     started = {name: (time.monotonic(), subprocess.Popen(
         [sys.executable, "-m", "study", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE)) for name, args in calls.items()}
@@ -56,7 +57,7 @@ def cli(tmp_path_factory):
         stdout, stderr = proc.communicate(timeout=180)
         results[name] = SimpleNamespace(rc=proc.returncode, stdout=stdout.decode(), stderr=stderr.decode(),
                                         seconds=time.monotonic() - start, pid=proc.pid)
-    return SimpleNamespace(root=root, results=results)
+    return SimpleNamespace(root=root, results=results, since=since)
 
 
 @pytest.mark.parametrize("command", ["validate", "run"])
@@ -69,7 +70,7 @@ def test_spec_error_exits_2_with_one_line_before_anything_starts(cli, command, w
     assert len(lines) == 1 and lines[0].startswith(f"error: {where}: "), result.stderr
     i = list(BAD_SPECS).index(where)
     assert not (cli.root / f"storage{i}").exists()          # nothing written
-    assert ray_sessions_of(result.pid) == []                 # no Ray started (the killed run's check
+    assert ray_sessions_of(result.pid, cli.since) == []      # no Ray started (the killed run's check
     # above, test_resume_finishes..., shows that a started Ray leaves session_*_<pid>)
 
 
@@ -82,7 +83,7 @@ def test_unusable_folders_and_missing_data_exit_2_with_one_line(cli, call, expec
     lines = result.stderr.splitlines()
     assert result.rc == 2 and len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], \
         result.stderr[-2000:]
-    assert ray_sessions_of(result.pid) == []   # refused before Ray started
+    assert ray_sessions_of(result.pid, cli.since) == []   # refused before Ray started
     assert not (cli.root / "storage-no-data").exists() and list((cli.root / "not-a-study").iterdir()) == []
 
 
