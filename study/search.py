@@ -82,7 +82,12 @@ class PickledState:
 class ArmSearch(PickledState, Searcher):
     """Suggests configs for every arm in turn (the arm with the fewest trials goes next) until each
     has `trials_per_arm`. `arms` maps arm name -> the arm's fixed config (model options, fixed
-    training options, epochs, seed)."""
+    training options, epochs, seed).
+
+    Reproducible by construction: an arm has at most one trial running at a time, so every
+    decision about an arm (Optuna's next suggestion, ASHA's cutoff at a rung) sees the same
+    finished history of that arm, whatever the timing of the other arms; arms run side by side.
+    Tune asks again later when every open arm has its trial running (`suggest` returns None)."""
 
     def __init__(self, storage_url: str, study: str, arms: dict[str, dict], space: dict,
                  trials_per_arm: int, algorithm: str, seed: int, metric: str, mode: str):
@@ -110,12 +115,18 @@ class ArmSearch(PickledState, Searcher):
 
     def suggest(self, trial_id: str):
         counts = {arm: 0 for arm in self.arms}
-        for arm, _ in self.assigned.values():
+        running = set()
+        for ray_id, (arm, _) in self.assigned.items():
             counts[arm] += 1
+            if ray_id not in self.told:
+                running.add(arm)
         open_arms = [arm for arm in self.arms if counts[arm] < self.trials_per_arm]
         if not open_arms:
             return Searcher.FINISHED
-        arm = min(open_arms, key=lambda a: counts[a])
+        idle = [arm for arm in open_arms if arm not in running]
+        if not idle:
+            return None   # every open arm is busy: its next trial waits for the running one
+        arm = min(idle, key=lambda a: counts[a])
         study = self.optuna_study(arm)
         trial = self.orphan(arm) or study.ask(self.space)
         self.assigned[trial_id] = (arm, trial._trial_id)
