@@ -9,7 +9,8 @@ seeds, and shows them in a report.
 
 Modules: `io` (the only one that reads or writes: study folders in, answers and report out, W&B),
 `stats` (intervals, tests, slopes), `questions` (the five questions, DataFrame in, DataFrame out),
-`figures` (plotly figures), `report` (HTML, markdown and terminal text).
+`budget` (arms that did not train), `headline` (the answer first), `figures` (plotly figures),
+`report` (HTML, markdown and terminal text).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from . import figures as fig
 from . import io, questions
+from .headline import headline, headline_text
 from .report import render_html, render_markdown, render_terminal
 
 
@@ -28,7 +30,8 @@ class Analysis:
     answers: dict
     figures: dict
     frames: dict
-    summary: str
+    summary: str            # the headline (headline.headline_text): ranking and one line per question
+    details: str            # every verdict in words (report.render_terminal)
     paths: dict[str, Path] = field(default_factory=dict)
     wandb_dir: str | None = None
 
@@ -71,11 +74,13 @@ def analyze(folders: list[str | os.PathLike], out: str | os.PathLike | None = No
     title = f"archstudy analysis: {tables.name}"
     meta = (f"studies: {', '.join(str(f) for f in tables.folders)}; metric {tables.spec.metric} "
             f"({tables.spec.mode}); {level:.0%} confidence intervals over seeds")
-    html = render_html(title, answers, figures, meta)
+    top = headline(answers, tables.spec.metric, level)
+    html = render_html(title, answers, figures, meta, top)
     paths = io.write_outputs(Path(out).expanduser(), answers, render_markdown(title, answers), html)
     wandb_dir = io.log_to_wandb(tables, figures, frames, answers, html, mode)
     if len(tables.sources) == 1 and Path(out) == tables.folders[0]:
         io.publish(tables.sources[0])   # a study in a bucket: upload the answers and report
     if wandb_report:
         io.create_wandb_report(tables, answers, save=True)
-    return Analysis(tables, answers, figures, frames, render_terminal(title, answers), paths, wandb_dir)
+    return Analysis(tables, answers, figures, frames, headline_text(top), render_terminal(title, answers),
+                    paths, wandb_dir)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from . import budget
 from .common import (TRAIN_LOSS, ci, jsonable, left_out, left_out_text, line_name, num, pval,
                      records, rows, sci, test_column)
 from .convergence import epochs_to_fraction, final_gap, generalisation_gap
@@ -65,10 +66,12 @@ def answers_with_frames(trials: pd.DataFrame, epochs: pd.DataFrame, gradflow: pd
     """(answers() of the tables, the frames behind the figures: ranking, importances,
     generalisation_gap (per arm and epoch) and gradient_profile (completed trials only))."""
     rank = ranking(trials, metric, mode, level)
-    parts = {"ranking": _ranking(rank, trials, metric, mode, level),
-             "pairwise": _pairwise(trials, metric, mode, level, rank["arm"].tolist()),
-             "depth": _depth(trials, metric, level),
-             "why": _why(trials, gradflow, metric, mode, level),
+    flags = budget.undertrained(trials, epochs, metric)
+    parts = {"budget": _budget(flags),
+             "ranking": _ranking(rank, trials, metric, mode, level),
+             "pairwise": _pairwise(trials, metric, mode, level, rank["arm"].tolist(), flags),
+             "depth": _depth(trials, metric, level, flags),
+             "why": _why(trials, gradflow, metric, mode, level, flags),
              "convergence": _convergence(epochs, metric, level),
              "search": _search(trials, metric, mode, epochs_budget, space or {})}
     frames = {"ranking": rank, "importances": parts["search"]["importances"],
@@ -78,6 +81,28 @@ def answers_with_frames(trials: pd.DataFrame, epochs: pd.DataFrame, gradflow: pd
            for key, part in parts.items()}
     out["text"] = [t for part in out.values() for t in part["text"]]
     return jsonable(out), frames
+
+
+# ---- 0. budget -------------------------------------------------------------------------------------
+def _budget(flags: pd.DataFrame) -> dict:
+    if flags.empty:
+        return {"undertrained": flags, "text": []}
+    bad = flags[flags["undertrained"]]
+    if bad.empty:
+        return {"undertrained": flags, "text": [
+            f"Every arm trained: none is near chance (validation accuracy below "
+            f"{num(flags['chance'].iloc[0] + budget.CHANCE_MARGIN * (1 - flags['chance'].iloc[0]))}) "
+            "or still improving steeply at its last epoch in every seed."]}
+    return {"undertrained": flags, "text": [
+        f"Not trained within the budget: " + "; ".join(f"{r.arm} ({r.reason})" for r in bad.itertuples())
+        + ". Depth and pair verdicts involving these arms are budget-limited: they measure how far "
+        "each arm got in the epochs given, not an architecture effect (more epochs, data or a "
+        "schedule that fits the budget would change them)."]}
+
+
+def _limited(arms: list) -> str:
+    return (f" Budget-limited: {', '.join(arms)} did not train within the budget, so this is not an "
+            "architecture effect." if arms else "")
 
 
 # ---- 1. ranking ------------------------------------------------------------------------------------
@@ -113,8 +138,8 @@ def _ranking(table, trials, metric: str, mode: str, level: float) -> dict:
     return {"ranking": table, "text": text}
 
 
-def _pairwise(trials, metric: str, mode: str, level: float, order: list) -> dict:
-    table = pairwise(trials, metric, mode, level, order=order)
+def _pairwise(trials, metric: str, mode: str, level: float, order: list, flags) -> dict:
+    table = budget.mark(pairwise(trials, metric, mode, level, order=order), ("arm_a", "arm_b"), flags)
     if table.empty:
         return {"pairwise": table, "text": ["Fewer than two arms: no pairs to compare."]}
     counts = table["verdict"].value_counts()
@@ -130,16 +155,20 @@ def _pairwise(trials, metric: str, mode: str, level: float, order: list) -> dict
         win, lose = (r.arm_a, r.arm_b) if r.verdict == "a better" else (r.arm_b, r.arm_a)
         text.append(f"{win} beats {lose} on {metric}: difference {num(abs(r.diff))} "
                     f"({ci(r.diff_ci_lo, r.diff_ci_hi, level)} for {r.arm_a} - {r.arm_b}, {pval(r.p)}, "
-                    f"Holm-adjusted {pval(r.p_holm)}, Hedges' g {num(r.hedges_g, 2)}).")
+                    f"Holm-adjusted {pval(r.p_holm)}, Hedges' g {num(r.hedges_g, 2)})."
+                    + _limited(r.budget_limited))
     return {"pairwise": table, "text": text}
 
 
 # ---- 2. depth --------------------------------------------------------------------------------------
-def _depth(trials, metric: str, level: float) -> dict:
+def _depth(trials, metric: str, level: float, flags) -> dict:
     columns = list(dict.fromkeys(["final_train_loss", f"final_{metric}"]))
-    trend = pd.concat([depth_trend(trials, c, level).assign(column=c) for c in columns])
-    pairs = pd.concat([matched_pairs(trials, c, level).assign(column=c) for c in columns])
+    trend = budget.mark(pd.concat([depth_trend(trials, c, level).assign(column=c) for c in columns]),
+                        ("arms",), flags)
+    pairs = budget.mark(pd.concat([matched_pairs(trials, c, level).assign(column=c) for c in columns]),
+                        ("plain_arm", "residual_arm"), flags)
     gap = pd.concat([degradation_gap(trials, c, level).assign(column=c) for c in columns])
+    gap = budget.mark(gap.assign(arms=[_gap_arms(pairs, r) for _, r in gap.iterrows()]), ("arms",), flags)
     confirm = _depth_arms(trials)
     lost = left_out(trials, "confirm", tuple(columns), confirm)
     lost_text = (f"Left out of the depth analysis: plain and residual confirmation runs that did not "
@@ -157,13 +186,21 @@ def _depth(trials, metric: str, level: float) -> dict:
     text += [f"At depth {r.depth}, {r.plain_arm} vs {r.residual_arm} on {label(r.column)}: "
              f"{num(r.plain_mean)} vs {num(r.residual_mean)} (difference {num(r.diff)}, "
              f"{ci(r.diff_ci_lo, r.diff_ci_hi, level)}, {pval(r.p)}): {r.verdict}."
-             for r in pairs.itertuples()]
+             + _limited(r.budget_limited) for r in pairs.itertuples()]
     text += [_gap_text(r, level) for r in gap.itertuples()]
     if pairs.empty:
         text.append("No plain and residual arms share a depth: no matched comparison of skip connections.")
     if lost_text:
         text.append(lost_text)
     return {"depth_trend": trend, "matched_pairs": pairs, "degradation_gap": gap, "text": text}
+
+
+def _gap_arms(pairs: pd.DataFrame, gap_row) -> list:
+    """The matched arms behind one degradation_gap row (same study, BatchNorm, width and column)."""
+    same = pairs[(pairs["study"] == gap_row["study"]) & (pairs["batchnorm"] == gap_row["batchnorm"])
+                 & (pairs["column"] == gap_row["column"])
+                 & ((pairs["width"] == gap_row["width"]) | (pairs["width"].isna() & pd.isna(gap_row["width"])))]
+    return list(dict.fromkeys([*same["plain_arm"], *same["residual_arm"]]))
 
 
 def _depth_arms(trials) -> set:
@@ -177,6 +214,10 @@ def _trend_text(r, level: float, several: bool) -> str:
     head = f"{name} ({', '.join(map(str, r.arms))}): {label(r.column, running=True)}"
     if r.verdict == "too few depths to tell":
         return f"{head}: too few depths to tell ({r.n_depths} depth(s), {r.n_runs} run(s))."
+    if r.budget_limited:
+        return (f"{head} changes by {r.slope:+.3g} per layer ({ci(r.ci_lo, r.ci_hi, level)}): "
+                f"{r.verdict}, but budget-limited: {', '.join(r.budget_limited)} did not train within "
+                "the budget, so this is not an architecture effect.")
     if r.verdict == "too few seeds to tell":
         return (f"{head}: too few seeds to tell ({r.n_replicated_depths} of {r.n_depths} depths have "
                 f"2 or more runs; a trend needs 2 such depths).")
@@ -191,14 +232,20 @@ def _gap_text(r, level: float) -> str:
                 f"{r.n_replicated_depths} with 2 or more runs per family): {r.verdict}.")
     return (f"Plain vs residual trend in {label(r.column, running=True)} over matched depths "
             f"{depths}: plain {r.plain_slope:+.3g} vs residual {r.residual_slope:+.3g} per layer "
-            f"(difference {r.diff:+.3g}, {ci(r.ci_lo, r.ci_hi, level)}, {pval(r.p)}): {r.verdict}.")
+            f"(difference {r.diff:+.3g}, {ci(r.ci_lo, r.ci_hi, level)}, {pval(r.p)}): {r.verdict}."
+            + _limited(r.budget_limited))
 
 
 # ---- 3. why ----------------------------------------------------------------------------------------
-def _why(trials, gradflow, metric: str, mode: str, level: float) -> dict:
+def _why(trials, gradflow, metric: str, mode: str, level: float, flags) -> dict:
     att = attenuation(gradflow, "confirm", level, trials)
     found = diagnose(trials, gradflow, metric, mode, level)
-    text = list(found["text"])
+    limited = {}   # a degradation's sentence -> the same with its budget caveat
+    for entry in found["degradations"]:
+        entry["budget_limited"] = budget.flagged_in([entry["arm"], entry["reference"]], flags)
+        old = entry["text"]
+        entry["text"] = limited[old] = old + _limited(entry["budget_limited"])
+    text = [limited.get(t, t) for t in found["text"]]
     recorded = gradflow is not None and not gradflow.empty and "phase" in gradflow \
         and (gradflow["phase"] == "confirm").any()
     if att.empty:

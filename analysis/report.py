@@ -11,7 +11,8 @@ import pandas as pd
 import plotly.io as pio
 
 # (answers keys, heading): pairwise comparisons belong to the ranking question.
-SECTIONS = ((("ranking", "pairwise"), "1. Ranking"), (("depth",), "2. Depth"),
+BUDGET = "0. Budget: did every arm train?"
+SECTIONS = ((("budget",), BUDGET), (("ranking", "pairwise"), "1. Ranking"), (("depth",), "2. Depth"),
             (("why",), "3. Why: gradient flow"), (("convergence",), "4. Convergence"),
             (("search",), "5. Search and cost"))
 STYLE = """
@@ -93,15 +94,26 @@ def html_table(rows: list[dict]) -> str:
 
 
 # Which figures belong to which question, in reading order.
-FIGURES_BY_SECTION = {"1. Ranking": ("learning_curves",), "2. Depth": ("depth_effect",),
+FIGURES_BY_SECTION = {BUDGET: (), "1. Ranking": ("learning_curves",), "2. Depth": ("depth_effect",),
                       "3. Why: gradient flow": ("gradflow_heatmaps", "attenuation_curves"),
                       "4. Convergence": ("generalisation_gap",),
                       "5. Search and cost": ("search_curves", "importance_bars")}
 
 
-def render_html(title: str, answers: dict, figures: dict, meta: str = "") -> str:
-    """One HTML document: the answers in words, their tables and every figure; plotly.js is
-    embedded once, in the first figure, so the file opens without a network."""
+def headline_html(top: dict) -> str:
+    """The headline (analysis.headline.headline) as a ranking table and a list of sentences."""
+    rows = [{"arm": r["arm"], "mean": r["mean"], top["ci_label"]: (
+        f"{fmt(r['ci_lo'])} to {fmt(r['ci_hi'])}" if r["ci_lo"] is not None else "-"), "n": r["n"]}
+        for r in top["ranking"]]
+    return (f"<section id='headline'><h2>Answer</h2><p>{html.escape(top['title'])}</p>"
+            + html_table(rows) + "<ul class='answers'>"
+            + "".join(f"<li>{html.escape(s)}</li>" for s in top["sentences"]) + "</ul></section>")
+
+
+def render_html(title: str, answers: dict, figures: dict, meta: str = "", top: dict | None = None) -> str:
+    """One HTML document: the headline (`top`, see analysis.headline) and the depth figure first,
+    then each question's answers in words, their tables and figures; plotly.js is embedded once, in
+    the first figure, so the file opens without a network."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
              f"<p class='meta'>{html.escape(meta)}</p>"]
@@ -115,12 +127,16 @@ def render_html(title: str, answers: dict, figures: dict, meta: str = "") -> str
         first = False
         return div
 
+    if top is not None:
+        parts.append(headline_html(top))
+        if "depth_effect" in figures:
+            parts.append(figure_html("depth_effect"))
     for key, heading in SECTIONS:
         texts, tables = section(answers, key)
         parts.append(f"<h2>{html.escape(heading)}</h2><ul class='answers'>"
                      + "".join(f"<li>{html.escape(t)}</li>" for t in texts) + "</ul>")
         for name in FIGURES_BY_SECTION[heading]:
-            if name in figures:
+            if name in figures and name not in placed:
                 parts.append(figure_html(name))
         for name, rows in tables.items():
             parts.append(f"<h3>{html.escape(name)}</h3>{html_table(rows)}")

@@ -46,17 +46,12 @@ def cmd_models(args) -> int:
 
 
 def finish(study) -> int:
-    from . import tables
     import pandas as pd
+    print()
+    analyze_and_print([str(study.store)], None, None, False)
     trials = pd.read_parquet(study.out / "trials.parquet")
-    table = tables.summary(trials, study.spec.metric).set_index("arm")
-    table = table.reindex([a for a in study.spec.arm_names if a in table.index]).reset_index()
-    print(f"\n{study.spec.metric} over seeds (confirmation phase):")
-    for row in table.itertuples():
-        print(f"  {row.arm:<18} {row.mean:.4f} +/- {0 if pd.isna(row.std) else row.std:.4f}  (n={row.seeds})")
     counts = trials.groupby(["phase", "status"]).size().to_dict()
     print("trials: " + ", ".join(f"{p}/{s} {n}" for (p, s), n in counts.items()))
-    analyze_and_print([str(study.store)], None, None, False)
     print(f"results: {study.store}")
     if study.spec.wandb.resolved_mode() == "offline":
         if study.store.remote:
@@ -67,17 +62,20 @@ def finish(study) -> int:
     return 0
 
 
-def analyze_and_print(folders, out, wandb_mode, wandb_report) -> None:
+def analyze_and_print(folders, out, wandb_mode, wandb_report, full: bool = False) -> None:
+    """The headline first (ranking, one sentence per question), then where the details are."""
     from analysis import analyze
     result = analyze(folders, out=out, wandb_mode=wandb_mode, wandb_report=wandb_report)
-    print()
     print(result.summary)
+    if full:
+        print()
+        print(result.details)
     print(f"report: {result.paths['report.html']}")
     print(f"answers: {result.paths['answers.md']}, {result.paths['answers.json']}")
 
 
 def cmd_analyze(args) -> int:
-    analyze_and_print(args.dirs, args.out, args.wandb_mode, args.wandb_report)
+    analyze_and_print(args.dirs, args.out, args.wandb_mode, args.wandb_report, args.full)
     return 0
 
 
@@ -149,6 +147,8 @@ def parser() -> argparse.ArgumentParser:
     analyze.add_argument("--wandb-mode", choices=["offline", "online", "disabled"])
     analyze.add_argument("--wandb-report", action="store_true",
                          help="also create a W&B Report with the key panels (online mode only)")
+    analyze.add_argument("--full", action="store_true",
+                         help="also print every verdict (as in answers.md), not only the headline")
     analyze.set_defaults(fn=cmd_analyze)
     validate = sub.add_parser("validate", help="check a spec without running it")
     validate.add_argument("spec")

@@ -139,10 +139,3 @@ def write_tables(out: Path, spec) -> dict[str, pd.DataFrame]:
         write_parquet(frame, out / f"{name}.parquet")
     return frames
 
-
-def summary(trials: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Confirmation phase: arm, mean and std of the final metric over seeds, and the seed count."""
-    confirm = trials[(trials.phase == "confirm") & (trials.status == "completed")]
-    col = f"final_{metric}"
-    return (confirm.groupby("arm", sort=False)[col].agg(["mean", "std", "count"])
-            .rename(columns={"count": "seeds"}).reset_index())

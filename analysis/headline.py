@@ -1,0 +1,109 @@
+"""The answer first: a compact ranking and one sentence per research question, read in a minute.
+
+    headline(answers, metric="val_acc", level=0.95)   # {"ranking": [...], "sentences": [...]}
+    headline_text(h)                                   # at most ~20 lines for the terminal
+
+Built from the records of questions.answers() only (numbers in, words out): the ranking table (arm,
+mean, interval, n), then depth (each line's training-loss trend), plain vs residual (the difference
+of their slopes), why (optimisation or generalisation, vanishing gradients) and the budget (arms
+that did not train). `archstudy run` and `archstudy analyze` print it before the paths to
+answers.md and report.html, which hold every detail; report.html opens with it.
+"""
+from __future__ import annotations
+
+from .common import ci, line_name, num, sci
+from .why import VANISHING_RATIO
+
+DEPTH_COLUMN = "final_train_loss"   # He et al.'s degradation is about training error
+
+
+def headline(answers: dict, metric: str = "val_acc", level: float = 0.95) -> dict:
+    """{"title", "ranking": [{arm, mean, ci_lo, ci_hi, n}], "sentences": [...]} from answers."""
+    ranking = [{k: r.get(k) for k in ("arm", "mean", "ci_lo", "ci_hi", "n")}
+               for r in answers.get("ranking", {}).get("ranking", []) if r.get("n")]
+    depth = answers.get("depth", {})
+    sentences = [_depth(depth.get("depth_trend", []), level),
+                 _plain_vs_residual(depth.get("degradation_gap", []), level),
+                 _why(answers.get("why", {})),
+                 _budget(answers.get("budget", {}).get("undertrained", []))]
+    return {"title": f"{metric}, mean over confirmation seeds with its {level:.0%} CI",
+            "ci_label": f"{level:.0%} CI", "ranking": ranking, "sentences": [s for s in sentences if s]}
+
+
+def _limited(rows: list[dict]) -> str:
+    arms = sorted({a for r in rows for a in r.get("budget_limited") or []})
+    return f" (budget-limited: {', '.join(arms)} did not train)" if arms else ""
+
+
+def _depth(trend: list[dict], level: float) -> str:
+    rows = [r for r in trend if r.get("column") == DEPTH_COLUMN]
+    if not rows:
+        return "Depth: no line of plain or residual arms to study."
+    parts = []
+    for r in rows:
+        name = line_name(r["family"], r["series"])
+        if r["slope"] is None or r["verdict"].startswith("too few"):
+            parts.append(f"{name}: {r['verdict']}")
+        else:
+            parts.append(f"{name} {r['verdict']} ({r['slope']:+.3g} per layer, "
+                         f"{ci(r['ci_lo'], r['ci_hi'], level)})")
+    return "Depth (final training loss against depth): " + "; ".join(parts) + "." + _limited(rows)
+
+
+def _plain_vs_residual(gap: list[dict], level: float) -> str:
+    rows = [r for r in gap if r.get("column") == DEPTH_COLUMN]
+    if not rows:
+        return "Plain vs residual: no plain and residual arms at matched depths."
+    parts = []
+    for r in rows:
+        where = "" if len(rows) == 1 else f"{'with' if r['batchnorm'] else 'without'} BatchNorm: "
+        if r["diff"] is None or r["verdict"].startswith("too few"):
+            parts.append(f"{where}{r['verdict']}")
+        else:
+            parts.append(f"{where}{r['verdict']} (plain minus residual slope {r['diff']:+.3g} per "
+                         f"layer, {ci(r['ci_lo'], r['ci_hi'], level)})")
+    return "Plain vs residual: " + "; ".join(parts) + "." + _limited(rows)
+
+
+def _why(why: dict) -> str:
+    found = why.get("degradations", [])
+    words = {"optimisation": "trains worse too: an optimisation difficulty",
+             "generalisation": "trains no worse: a generalisation gap"}
+    parts = [f"{d['arm']} vs {d['reference']} {words[d['where']]}" for d in found if d["where"] in words]
+    rest = len(found) - len(parts)
+    text = "; ".join(parts) if parts else "no plain arm scores worse than a shallower one beyond noise"
+    if rest:
+        text += f" ({rest} other deficit(s) unresolved, see answers.md)"
+    att = why.get("attenuation", [])
+    if att:
+        vanish = [r["arm"] for r in att if r.get("vanishing")]
+        text += (f"; gradients vanish in {', '.join(vanish)}" if vanish else
+                 f"; no arm's gradients vanish (first/last-layer ratio above {sci(VANISHING_RATIO)} in some seed)")
+    return f"Why: {text}." + _limited(found)
+
+
+def _budget(flags: list[dict]) -> str:
+    bad = [r for r in flags if r.get("undertrained")]
+    if not flags:
+        return ""
+    if not bad:
+        return "Budget: every arm trained (none near chance or still improving steeply at the end)."
+    return ("Budget: not trained within the budget: " + "; ".join(f"{r['arm']} ({r['reason']})" for r in bad)
+            + ". Verdicts involving them measure the budget, not the architecture.")
+
+
+def headline_text(h: dict, width: int = 100) -> str:
+    """The headline as terminal lines: the ranking table, then the sentences wrapped to `width`."""
+    import textwrap
+    lines = [f"Answer ({h['title']}):"]
+    if h["ranking"]:
+        arm_width = max(len("arm"), *(len(r["arm"]) for r in h["ranking"]))
+        lines.append(f"  {'arm':<{arm_width}}  {'mean':>6}  {h['ci_label']:<15}  n")
+        for r in h["ranking"]:
+            interval = (f"{num(r['ci_lo'])} to {num(r['ci_hi'])}" if r["ci_lo"] is not None else "-")
+            lines.append(f"  {r['arm']:<{arm_width}}  {num(r['mean']):>6}  {interval:<15}  {r['n']}")
+    else:
+        lines.append("  no arm has completed confirmation runs")
+    for s in h["sentences"]:
+        lines.append(textwrap.fill(s, width, initial_indent="- ", subsequent_indent="  "))
+    return "\n".join(lines)
