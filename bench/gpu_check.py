@@ -27,6 +27,7 @@ still run. Exit status 0 only if every section ran and every check passed.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import sys
@@ -50,31 +51,37 @@ from trainables.train import Trainer  # noqa: E402
 SETTINGS = {
     "gpu": {
         "device": "cuda",
+        "threads": None,                    # CPU threads per process: torch's default
         "width": 1.0,                       # full-width models, as the specs train them
         "batches": [64, 128],               # samples per step in the throughput comparison
         "throughput_steps": 100,            # steps per timed pass (per loop, per repeat)
         "repeats": 3,                       # timed passes per loop; the best is kept
         "matmul_n": 8192,                   # square bf16 matmul size for the peak: ~1.1 TFLOP each
-        "train": {"batch": 128, "steps": 100, "epochs": 4, "width": 1.0},   # 400 steps of resnet20
+        "train": {"batch": 128, "steps": 100, "epochs": 4, "width": 1.0, "val": 1024},   # 400 steps
         "spec_steps": 50,                   # timed steps per spec model (after a warm-up epoch)
+        "spec_batch_scale": 1.0,            # the specs' own batch sizes
         "share_counts": [1, 2, 4, 8],       # processes at once
         "share_seconds": 20.0,              # target timed seconds of the largest count if no overlap
         "share_steps": (50, 400),           # bounds on timed steps per process
+        "share_first_round": 30.0,          # seconds the 1-process round needs (start-up included)
         "seed": {"batch": 128, "steps": 50, "width": 1.0},   # one epoch of 50 steps per process
     },
     "dry": {
         "device": "cpu",
-        "width": 0.125,                     # 1/8 of every channel count: tiny, same code
-        "batches": [64, 128],
+        "threads": 1,                       # one per process: spin-waiting threads crawl on a busy box
+        "width": 0.0625,                    # 1/16 of every channel count: tiny, same code
+        "batches": [8, 16],
         "throughput_steps": 2,
         "repeats": 1,
         "matmul_n": 256,
-        "train": {"batch": 32, "steps": 10, "epochs": 3, "width": 0.25},
-        "spec_steps": 2,
+        "train": {"batch": 16, "steps": 8, "epochs": 4, "width": 0.25, "val": 128},
+        "spec_steps": 1,
+        "spec_batch_scale": 0.125,          # 8 and 16 instead of 64 and 128
         "share_counts": [1, 2],
-        "share_seconds": 2.0,
-        "share_steps": (4, 4),
-        "seed": {"batch": 16, "steps": 3, "width": 0.25},
+        "share_seconds": 1.0,
+        "share_steps": (2, 2),
+        "share_first_round": 5.0,
+        "seed": {"batch": 16, "steps": 2, "width": 0.125},
     },
 }
 THROUGHPUT_MODELS = ("mlp", "resnet18", "vgg16")   # bench/throughput.py's CUDA cases
@@ -109,7 +116,7 @@ def section_convergence(s: dict) -> dict:
     t = s["train"]
     job = {"model": "resnet20", "width": t["width"], "batch": t["batch"], "device": s["device"],
            "lr": TRAIN_LR}
-    trainer = Trainer(trainer_config(job), synthetic_data(t["steps"] * t["batch"], n_val=1024))
+    trainer = Trainer(trainer_config(job), synthetic_data(t["steps"] * t["batch"], n_val=t["val"]))
     epochs = [trainer.train_epoch() for _ in range(t["epochs"])]
     losses = [e["train_loss"] for e in epochs]
     return {"model": "resnet20", "width": t["width"], "batch_size": t["batch"],
@@ -136,22 +143,26 @@ def section_sharing(s: dict, budget: "Budget", specs: dict | None) -> dict:
     steps_per_epoch = min(50, share_steps(s, specs))   # each process's data: this many batches
     epochs = max(1, round(share_steps(s, specs) / steps_per_epoch))
     job = {"model": SHARE_MODEL, "width": s["width"], "batch": SHARE_BATCH, "device": s["device"],
-           "steps": steps_per_epoch, "epochs": epochs}
-    return sharing(job, s["share_counts"], deadline=budget.deadline - budget.reserve / 2)
+           "steps": steps_per_epoch, "epochs": epochs, "threads": s["threads"]}
+    return sharing(job, s["share_counts"], deadline=budget.deadline - budget.reserve / 2,
+                   first_round=s["share_first_round"])
 
 
 def section_same_seed(s: dict, budget: "Budget") -> dict:
-    job = {"model": "resnet20", "device": s["device"], "seed": 0, "lr": TRAIN_LR, **s["seed"]}
+    job = {"model": "resnet20", "device": s["device"], "seed": 0, "lr": TRAIN_LR, "threads": s["threads"],
+           **s["seed"]}
     return same_seed(job, timeout=max(30.0, budget.left()))
 
 
 def section_gpu_hours(specs: dict, share: dict | None) -> dict:
-    speedup = (share or {}).get("speedup", {})
-    return {"per_spec": [gpu_hours(spec, speedup) for spec in specs["specs"]],
+    share = share or {}
+    busy = share.get("processes_to_keep_busy")
+    return {"per_spec": [gpu_hours(spec, share.get("speedup", {}), busy) for spec in specs["specs"]],
             "assumptions": "one trial per GPU: runs x epochs x measured epoch seconds, no start-up "
                            "or checkpoint time; search trials at full budget (upper) or ASHA's ideal "
                            "halving (lower); shared: divided by the aggregate speedup measured for "
-                           "vgg16 batch 64 at the spec's trials per GPU (1/resources.gpu)"}
+                           "vgg16 batch 64 at the spec's trials per GPU (1/resources.gpu), or at the "
+                           "measured count that keeps the GPU busy"}
 
 
 class Budget:
@@ -175,6 +186,9 @@ def run_section(summary: dict, name: str, fn, *args):
         result, summary["errors"][name] = None, f"{type(e).__name__}: {e}"
     summary[name] = result
     summary["wall_seconds"][name] = time.perf_counter() - start
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()   # this process's cached blocks back to the GPU for the next section
     return result
 
 
@@ -205,13 +219,15 @@ def main(argv=None) -> int:
     s = SETTINGS["dry" if args.dry_run else "gpu"]
     if s["device"] == "cuda" and not torch.cuda.is_available():
         p.error("no CUDA device here; use --dry-run for the CPU")
+    if s["threads"]:
+        torch.set_num_threads(s["threads"])
     start, budget = time.perf_counter(), Budget(args.budget)
     summary = {"mode": "dry-run" if args.dry_run else "gpu", **device_info(s["device"]),
                "budget_seconds": args.budget, "wall_seconds": {}, "errors": {}}
     run_section(summary, "throughput", section_throughput, s, budget)
     run_section(summary, "convergence", section_convergence, s)
     specs = run_section(summary, "specs", spec_estimates, ROOT / "study" / "specs", s["spec_steps"],
-                        s["device"], None if s["width"] == 1.0 else s["width"])
+                        s["device"], None if s["width"] == 1.0 else s["width"], s["spec_batch_scale"])
     share = run_section(summary, "sharing", section_sharing, s, budget, specs)
     run_section(summary, "same_seed", section_same_seed, s, budget)
     if specs is not None:

@@ -3,8 +3,8 @@ OS processes (GPU sharing; same-seed reproducibility across processes).
 
     python bench/gpu_check.py --dry-run      # uses everything here, on the CPU
 
-Spawned children import this module again, so it needs only torch and trainables: no Ray, Optuna
-or W&B (the GPU machine has none of them).
+Child processes (forked from a fork server, or spawned) import this module again, so it needs only
+torch and trainables: no Ray, Optuna or W&B (the GPU machine has none of them).
 """
 from __future__ import annotations
 
@@ -83,13 +83,24 @@ def run_job(job: dict, barrier, results) -> None:
         results.put({"index": job["index"], "error": f"{type(e).__name__}: {e}"})
 
 
+def _context():
+    """Processes forked from a fork server that imported torch and trainables once but never touched
+    CUDA (so no CUDA state is inherited, and a child starts in a moment); spawn where there is none."""
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])   # read when the server starts: the first run_processes
+    return ctx
+
+
 def run_processes(jobs: list[dict], timeout: float) -> list[dict]:
     """Run the jobs at once, one spawned process each; their results in job order. Raises
     RuntimeError if a child fails or `timeout` seconds pass without all results."""
-    ctx = mp.get_context("spawn")   # fresh interpreters: no CUDA state inherited from a fork
-    threads = max(1, (os.cpu_count() or 1) // len(jobs))
+    ctx = _context()
+    threads = max(1, (os.cpu_count() or 1) // len(jobs))   # CPU threads per child, unless a job sets them
     barrier, results = ctx.Barrier(len(jobs)), ctx.Queue()
-    procs = [ctx.Process(target=run_job, args=({**job, "index": i, "threads": threads}, barrier, results))
+    procs = [ctx.Process(target=run_job, args=({**job, "index": i, "threads": job.get("threads") or threads},
+                                                   barrier, results))
              for i, job in enumerate(jobs)]
     for p in procs:
         p.start()
@@ -112,16 +123,18 @@ def run_processes(jobs: list[dict], timeout: float) -> list[dict]:
     return sorted(out, key=lambda r: r["index"])
 
 
-def sharing(job: dict, counts: list[int], deadline: float) -> dict:
+def sharing(job: dict, counts: list[int], deadline: float, first_round: float) -> dict:
     """Aggregate and per-process samples/s with 1, 2, 4, ... identical training processes at once.
 
-    Aggregate = all samples / (last end - first start) of the timed steps. Counts whose round would
-    not fit before `deadline` (time.monotonic()) are skipped and listed."""
+    Aggregate = all samples / (last end - first start) of the timed steps. A count whose round would
+    not fit before `deadline` (time.monotonic()) is skipped and listed: the first count needs
+    `first_round` seconds, a later one twice the last round's seconds per process times its count."""
     rows, skipped, last = [], [], None
     for n in counts:
         left = deadline - time.monotonic()
-        if last is not None and left < last["round_seconds"] * 2 * n / last["processes"]:
-            skipped.append(n)   # a round's time grows at most ~linearly in the process count
+        need = first_round if last is None else last["round_seconds"] * 2 * n / last["processes"]
+        if left < need:
+            skipped.append(n)
             continue
         start = time.monotonic()
         res = run_processes([{**job, "kind": "share"}] * n, timeout=max(1.0, left))
@@ -131,8 +144,9 @@ def sharing(job: dict, counts: list[int], deadline: float) -> dict:
                 "per_process_samples_per_second": per, "mean_per_process": sum(per) / n,
                 "timed_seconds": span, "round_seconds": time.monotonic() - start}
         rows.append(last)
-    best = max(r["aggregate_samples_per_second"] for r in rows)
-    busy = min(r["processes"] for r in rows if r["aggregate_samples_per_second"] >= BUSY_FRACTION * best)
+    best = max((r["aggregate_samples_per_second"] for r in rows), default=None)
+    busy = min((r["processes"] for r in rows if r["aggregate_samples_per_second"] >= BUSY_FRACTION * best),
+               default=None)
     return {"model": job["model"], "width": job["width"], "batch_size": job["batch"],
             "steps_per_process": job["epochs"] * job["steps"], "rows": rows, "skipped": skipped,
             "best_aggregate_samples_per_second": best, "busy_fraction": BUSY_FRACTION,

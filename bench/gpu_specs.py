@@ -73,14 +73,15 @@ def epoch_time(model: str, batch: int, width: float, steps: int, device: str, si
             "eval_samples_per_second": eval_rate, "epoch_seconds": n_train / train_rate + n_val / eval_rate}
 
 
-def spec_estimates(specs_dir: Path, steps: int, device: str, width: float | None = None) -> dict:
+def spec_estimates(specs_dir: Path, steps: int, device: str, width: float | None = None,
+                   batch_scale: float = 1.0) -> dict:
     """Per-epoch seconds of every arm of SPECS (each model and batch timed once), at the specs' own
-    widths unless `width` overrides them (the dry run's tiny nets)."""
+    widths and batch sizes unless `width` and `batch_scale` shrink them (the dry run's tiny nets)."""
     specs = [read_spec(specs_dir / f) for f in SPECS]
     timed: dict[tuple, dict] = {}
     for spec in specs:
         for arm in spec["arms"]:
-            key = (arm["model"], arm["batch"], width or arm["width"])
+            key = (arm["model"], max(1, round(arm["batch"] * batch_scale)), width or arm["width"])
             if key not in timed:
                 timed[key] = epoch_time(*key, steps, device, SPLIT_SIZES[spec["data"]], spec["gradient_flow"])
                 if device.startswith("cuda"):
@@ -89,24 +90,27 @@ def spec_estimates(specs_dir: Path, steps: int, device: str, width: float | None
     return {"models": list(timed.values()), "specs": specs}
 
 
-def gpu_hours(spec: dict, speedup: dict[str, float]) -> dict:
-    """GPU-hours of one spec from its arms' epoch seconds and the sharing speedups ({"k": x})."""
+def gpu_hours(spec: dict, speedup: dict[str, float], busy: int | None = None) -> dict:
+    """GPU-hours of one spec from its arms' epoch seconds and the sharing speedups ({"k": x}), with
+    one trial per GPU, with the spec's trials per GPU (1 / resources.gpu) and with `busy` per GPU."""
     epochs = spec["epochs"]
     sched = spec["scheduler"]
     search_low = (asha_epochs(epochs, sched.get("grace_period", 1), sched.get("reduction_factor", 2.0))
                   if sched.get("name") == "asha" else epochs)
-    serial = {"upper": 0.0, "lower": 0.0}
+    serial = {"upper": 0.0, "lower": 0.0}   # GPU-seconds, one trial per GPU
     for arm in spec["arms"]:
         confirm = spec["seeds"] * epochs * arm["epoch_seconds"]
         serial["upper"] += spec["trials_per_arm"] * epochs * arm["epoch_seconds"] + confirm
         serial["lower"] += spec["trials_per_arm"] * search_low * arm["epoch_seconds"] + confirm
     k = round(1 / spec["gpu"]) if spec["gpu"] else 1   # trials per GPU in the spec
-    measured = [int(c) for c in speedup if int(c) <= k] or [1]
-    used = max(measured)   # the largest measured count not above k
-    factor = speedup.get(str(used), 1.0)
-    return {"spec": spec["file"], "resources_gpu": spec["gpu"], "trials_per_gpu": k,
-            "speedup_used": factor, "speedup_measured_at": used,
-            "search_epochs_per_trial": {"upper": epochs, "lower": search_low},
-            "runs": len(spec["arms"]) * (spec["trials_per_arm"] + spec["seeds"]),
-            "gpu_hours_one_trial_per_gpu": {b: s / 3600 for b, s in serial.items()},
-            "gpu_hours_shared": {b: s / 3600 / factor for b, s in serial.items()}}
+    out = {"spec": spec["file"], "resources_gpu": spec["gpu"], "trials_per_gpu": k,
+           "search_epochs_per_trial": {"upper": epochs, "lower": search_low},
+           "runs": len(spec["arms"]) * (spec["trials_per_arm"] + spec["seeds"]),
+           "gpu_hours_one_trial_per_gpu": {b: s / 3600 for b, s in serial.items()}}
+    for label, count in (("spec", k), ("busy", busy or 1)):
+        used = max([int(c) for c in speedup if int(c) <= count] or [1])   # nearest measured count
+        factor = speedup.get(str(used), 1.0)
+        out[f"gpu_hours_{label}_sharing"] = {"trials_per_gpu": count, "measured_at": used,
+                                             "speedup": factor,
+                                             **{b: s / 3600 / factor for b, s in serial.items()}}
+    return out
