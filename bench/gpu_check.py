@@ -22,7 +22,13 @@ on sys.path itself). Sections of the JSON:
   same_seed    two processes, same seed: first-epoch losses equal within bf16's tolerance
   gpu_hours    each spec's estimated GPU-hours from the figures above
 Every section also reports its wall seconds; a section that fails reports its error and the others
-still run. Exit status 0 only if every section ran and every check passed.
+still run. Exit status 0 only if every section ran and every check passed. stdout gets the JSON on
+one line (floats to 6 significant digits); --out gets it indented.
+
+In the throughput section archstudy's loop trains as a trial does (bf16 autocast, channels_last on
+CUDA), while the lab-style and bare loops train in fp32 as written in bench/throughput.py; the
+ratios price the loop and its precision together, and "archstudy (no grad flow)" prices the
+gradient-flow probes.
 """
 from __future__ import annotations
 
@@ -41,7 +47,7 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from bench.gpu_share import same_seed, sharing, synthetic_data, trainer_config  # noqa: E402
+from bench.gpu_share import same_seed, sharing, start_early, synthetic_data, trainer_config  # noqa: E402
 from bench.gpu_specs import gpu_hours, spec_estimates  # noqa: E402
 from bench.throughput import bench_model, matmul_flops  # noqa: E402
 from trainables.train import Trainer  # noqa: E402
@@ -192,6 +198,15 @@ def run_section(summary: dict, name: str, fn, *args):
     return result
 
 
+def rounded(obj):
+    """Floats to 6 significant digits (far finer than run-to-run noise), everywhere in a JSON value."""
+    if isinstance(obj, dict):
+        return {k: rounded(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [rounded(v) for v in obj]
+    return float(f"{obj:.6g}") if isinstance(obj, float) else obj
+
+
 def device_info(device: str) -> dict:
     info = {"device": device, "torch": torch.__version__, "cuda": torch.version.cuda,
             "python": sys.version.split()[0], "cpu_threads": torch.get_num_threads()}
@@ -222,6 +237,7 @@ def main(argv=None) -> int:
     if s["threads"]:
         torch.set_num_threads(s["threads"])
     start, budget = time.perf_counter(), Budget(args.budget)
+    start_early()   # the sharing processes' fork server imports torch while the sections below run
     summary = {"mode": "dry-run" if args.dry_run else "gpu", **device_info(s["device"]),
                "budget_seconds": args.budget, "wall_seconds": {}, "errors": {}}
     run_section(summary, "throughput", section_throughput, s, budget)
@@ -234,10 +250,10 @@ def main(argv=None) -> int:
         run_section(summary, "gpu_hours", section_gpu_hours, specs, share)
     summary["checks"] = checks(summary)
     summary["wall_seconds"]["total"] = time.perf_counter() - start
-    text = json.dumps(summary, indent=1)
-    print(text)
+    summary = rounded(summary)
+    print(json.dumps(summary, separators=(",", ":")))   # one line: fits the device tool's output tail
     if args.out:
-        args.out.write_text(text + "\n")
+        args.out.write_text(json.dumps(summary, indent=1) + "\n")
     return 0 if all(summary["checks"].values()) else 1
 
 

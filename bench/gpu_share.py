@@ -93,6 +93,13 @@ def _context():
     return ctx
 
 
+def start_early() -> None:
+    """Start the fork server now, so that its imports overlap the work before the first run_processes."""
+    if _context().get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+        forkserver.ensure_running()
+
+
 def run_processes(jobs: list[dict], timeout: float) -> list[dict]:
     """Run the jobs at once, one spawned process each; their results in job order. Raises
     RuntimeError if a child fails or `timeout` seconds pass without all results."""
@@ -110,7 +117,8 @@ def run_processes(jobs: list[dict], timeout: float) -> list[dict]:
         for _ in jobs:
             out.append(results.get(timeout=max(0.1, deadline - time.monotonic())))
     except queue.Empty:
-        raise RuntimeError(f"{len(jobs) - len(out)} of {len(jobs)} processes gave no result in {timeout:.0f} s")
+        missing = len(jobs) - len(out)
+        raise RuntimeError(f"{missing} of {len(jobs)} processes gave no result in {timeout:.0f} s") from None
     finally:
         for p in procs:
             p.join(timeout=10)
@@ -147,12 +155,12 @@ def sharing(job: dict, counts: list[int], deadline: float, first_round: float) -
     best = max((r["aggregate_samples_per_second"] for r in rows), default=None)
     busy = min((r["processes"] for r in rows if r["aggregate_samples_per_second"] >= BUSY_FRACTION * best),
                default=None)
+    one = rows[0]["aggregate_samples_per_second"] if rows else None   # the first count's (1 process)
     return {"model": job["model"], "width": job["width"], "batch_size": job["batch"],
             "steps_per_process": job["epochs"] * job["steps"], "rows": rows, "skipped": skipped,
             "best_aggregate_samples_per_second": best, "busy_fraction": BUSY_FRACTION,
             "processes_to_keep_busy": busy,
-            "speedup": {str(r["processes"]): r["aggregate_samples_per_second"] / rows[0]["aggregate_samples_per_second"]
-                        for r in rows}}
+            "speedup": {str(r["processes"]): r["aggregate_samples_per_second"] / one for r in rows}}
 
 
 def same_seed(job: dict, timeout: float) -> dict:

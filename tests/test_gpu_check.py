@@ -112,3 +112,14 @@ def test_specs_get_epoch_seconds_and_gpu_hours(summary):
             assert positive(h[key]["upper"], h[key]["lower"]) and h[key]["lower"] <= h[key]["upper"]
     lab = hours["lab_cnn_cifar10.yaml"]
     assert lab["trials_per_gpu"] == 4 and lab["search_epochs_per_trial"]["lower"] == 13.125   # ASHA 5, x2, 50
+
+
+def test_gpu_sharing_steps_are_sized_from_the_measured_vgg16_rate():
+    sys.path.insert(0, str(ROOT))
+    from bench.gpu_check import SETTINGS, share_steps
+    gpu = SETTINGS["gpu"]   # 20 s for 8 processes at batch 64 if sharing gained nothing
+    rate = {"models": [{"model": "vgg16", "batch_size": 64, "train_samples_per_second": 2048.0}]}
+    assert share_steps(gpu, rate) == 80   # 20 s * 2048 samples/s / (8 * 64)
+    assert share_steps(gpu, None) == 50   # no rate: the lower bound
+    rate["models"][0]["train_samples_per_second"] = 1e6
+    assert share_steps(gpu, rate) == 400  # the upper bound
