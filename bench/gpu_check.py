@@ -76,13 +76,13 @@ SETTINGS = {
         "device": "cpu",
         "threads": 1,                       # one per process: spin-waiting threads crawl on a busy box
         "width": 0.0625,                    # 1/16 of every channel count: tiny, same code
-        "batches": [8, 16],
+        "batches": [4, 8],
         "throughput_steps": 2,
         "repeats": 1,
         "matmul_n": 256,
         "train": {"batch": 16, "steps": 8, "epochs": 4, "width": 0.25, "val": 128},
         "spec_steps": 1,
-        "spec_batch_scale": 0.125,          # 8 and 16 instead of 64 and 128
+        "spec_batch_scale": 0.0625,         # 4 and 8 instead of 64 and 128
         "share_counts": [1, 2],
         "share_seconds": 1.0,
         "share_steps": (2, 2),
