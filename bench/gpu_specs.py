@@ -12,8 +12,10 @@ Assumptions of the GPU-hour figures (also written into the JSON):
     time; bench/overhead.py prices those, seconds per trial);
   - search trials at full budget (upper bound) or with ASHA's ideal halving (lower bound: a fraction
     1/reduction_factor of the trials goes on at each rung); confirmation runs always at full budget;
-  - k trials sharing one GPU (k = 1 / resources.gpu) run k times faster in aggregate only as far as
-    the sharing measurement of the lab CNN (vgg16, batch 64) shows: GPU-hours = serial / speedup(k).
+  - k trials sharing one GPU run faster in aggregate only as far as the sharing measurement of the
+    lab CNN (vgg16, batch 64) shows: GPU-hours = serial / speedup(k), reported for k = the spec's
+    1 / resources.gpu and for k = the fewest processes that keep the GPU busy (the nearest measured
+    count at or below k is used).
 """
 from __future__ import annotations
 
