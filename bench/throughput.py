@@ -122,9 +122,10 @@ def bench_model(name, width, channels, size, steps, batch, device, repeats):
     return rates, flops_per_sample
 
 
-def matmul_flops(device: str, n: int = 2048, reps: int = 5) -> float:
-    """fp32 FLOP/s of an n x n matmul, best of `reps` (a practical peak for this device)."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+def matmul_flops(device: str, n: int = 2048, reps: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    """FLOP/s of an n x n matmul in `dtype` (default fp32), best of `reps` (a practical peak for this
+    device; bench/gpu_check.py asks for bf16, the precision the GPU loop trains in)."""
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
     a @ b
     return 2 * n ** 3 / min(time_it(lambda: a @ b) for _ in range(reps))
 
