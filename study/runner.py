@@ -165,7 +165,7 @@ class Study:
         space = {k: (d.kind, d.args) for k, d in s.search.space.items()}
         searcher = ArmSearch(self.optuna_url, s.name, self.arm_configs(),
                              space, s.search.trials_per_arm, s.search.algorithm, s.search.seed,
-                             s.metric, s.mode)
+                             s.metric, s.mode, s.search.max_concurrent_per_arm)
         scheduler = (PerArmASHA(s.epochs, s.scheduler.grace_period, s.scheduler.reduction_factor,
                                 s.metric, s.mode, self.optuna_url, s.name, s.arm_names)
                      if s.scheduler.name == "asha" else FIFOScheduler())

@@ -84,14 +84,18 @@ class ArmSearch(PickledState, Searcher):
     has `trials_per_arm`. `arms` maps arm name -> the arm's fixed config (model options, fixed
     training options, epochs, seed).
 
-    Reproducible by construction: an arm has at most one trial running at a time, so every
-    decision about an arm (Optuna's next suggestion, ASHA's cutoff at a rung) sees the same
-    finished history of that arm, whatever the timing of the other arms; arms run side by side.
-    Tune asks again later when every open arm has its trial running (`suggest` returns None)."""
+    Reproducible by construction with `per_arm` 1 (the default): an arm has at most one trial
+    running at a time, so every decision about an arm (Optuna's next suggestion, ASHA's cutoff at a
+    rung) sees the same finished history of that arm, whatever the timing of the other arms; arms
+    run side by side. Tune asks again later when every open arm has `per_arm` trials running
+    (`suggest` returns None). With `per_arm` above 1, those decisions depend on which of an arm's
+    concurrent trials reports first."""
 
     def __init__(self, storage_url: str, study: str, arms: dict[str, dict], space: dict,
-                 trials_per_arm: int, algorithm: str, seed: int, metric: str, mode: str):
+                 trials_per_arm: int, algorithm: str, seed: int, metric: str, mode: str,
+                 per_arm: int = 1):
         super().__init__(metric=metric, mode=mode)
+        self.per_arm = per_arm   # trials of one arm running at once
         self.storage_url, self.study, self.arms = storage_url, study, arms
         self.space = {key: optuna_distribution(*dist) for key, dist in space.items()}
         self.trials_per_arm, self.algorithm, self.seed = trials_per_arm, algorithm, seed
@@ -115,17 +119,16 @@ class ArmSearch(PickledState, Searcher):
 
     def suggest(self, trial_id: str):
         counts = {arm: 0 for arm in self.arms}
-        running = set()
+        running = {arm: 0 for arm in self.arms}
         for ray_id, (arm, _) in self.assigned.items():
             counts[arm] += 1
-            if ray_id not in self.told:
-                running.add(arm)
+            running[arm] += ray_id not in self.told
         open_arms = [arm for arm in self.arms if counts[arm] < self.trials_per_arm]
         if not open_arms:
             return Searcher.FINISHED
-        idle = [arm for arm in open_arms if arm not in running]
+        idle = [arm for arm in open_arms if running[arm] < getattr(self, "per_arm", 1)]
         if not idle:
-            return None   # every open arm is busy: its next trial waits for the running one
+            return None   # every open arm is busy: its next trial waits for a running one
         arm = min(idle, key=lambda a: counts[a])
         study = self.optuna_study(arm)
         trial = self.orphan(arm) or study.ask(self.space)

@@ -182,6 +182,8 @@ class Search(_Part):
     seed: NonNegInt = 0
     trials_per_arm: PosInt = 8
     max_concurrent: PosInt = 2
+    # trials of one arm at a time: 1 makes every search decision, so the study, reproducible
+    max_concurrent_per_arm: PosInt = 1
     space: dict[str, Distribution] = Field(default_factory=dict)
     fixed: dict[str, Any] = Field(default_factory=dict)
 

@@ -53,7 +53,7 @@ epochs: {epochs}
 seeds: [0]
 arms:
   - {{model: mlp, hidden: [256, 256]}}
-search: {{trials_per_arm: 2, max_concurrent: 2, space: {{lr: {{loguniform: [0.01, 0.05]}}}},
+search: {{trials_per_arm: 2, max_concurrent: 2, max_concurrent_per_arm: 2, space: {{lr: {{loguniform: [0.01, 0.05]}}}},
          fixed: {{batch_size: 16}}}}
 scheduler: {{name: none}}
 wandb: {{mode: offline}}

@@ -10,9 +10,9 @@ ARMS = {"mlp": {"model": "mlp", "epochs": 3}, "resnet20": {"model": "resnet20", 
 SPACE = {"lr": ("loguniform", [1e-3, 0.3]), "batch_size": ("choice", [32, 64])}
 
 
-def make(tmp_path, trials=3, algorithm="optuna"):
+def make(tmp_path, trials=3, algorithm="optuna", per_arm=1):
     return ArmSearch(f"sqlite:///{tmp_path / 'optuna.db'}", "s", ARMS, SPACE, trials, algorithm,
-                     seed=0, metric="val_acc", mode="max")
+                     seed=0, metric="val_acc", mode="max", per_arm=per_arm)
 
 
 def states(tmp_path, arm):
@@ -20,8 +20,26 @@ def states(tmp_path, arm):
     return [(t.state, t.value, dict(t.intermediate_values)) for t in study.trials]
 
 
-def test_arms_take_turns_until_each_has_its_budget(tmp_path):
+def test_one_trial_per_arm_at_a_time_by_default(tmp_path):
+    """Each arm's next trial waits for its running one (reproducible decisions); arms run side by
+    side, and an arm that finishes frees its own slot only."""
     search = make(tmp_path, trials=2)
+    assert [search.suggest(t)["arm"] for t in ("t0", "t1")] == ["mlp", "resnet20"]
+    assert search.suggest("t2") is None   # both arms busy: Tune asks again later
+    search.on_trial_complete("t1", {"epoch": 3, "val_acc": 0.5, "status": "completed"})
+    assert search.suggest("t2")["arm"] == "resnet20" and search.suggest("t3") is None
+    search.on_trial_complete("t0", {"epoch": 1, "val_acc": 0.1, "status": "running"})   # pruned
+    assert search.suggest("t3")["arm"] == "mlp"
+    for t in ("t2", "t3"):
+        search.on_trial_complete(t, None, error=True)
+    assert search.suggest("t4") is Searcher.FINISHED
+    (tmp_path / "wide").mkdir()
+    wide = make(tmp_path / "wide", trials=2, per_arm=2)   # two of an arm at once: not reproducible
+    assert [wide.suggest(f"t{i}")["arm"] for i in range(4)] == ["mlp", "resnet20", "mlp", "resnet20"]
+
+
+def test_arms_take_turns_until_each_has_its_budget(tmp_path):
+    search = make(tmp_path, trials=2, per_arm=2)
     configs = [search.suggest(f"t{i}") for i in range(5)]
     assert [c["arm"] for c in configs[:4]] == ["mlp", "resnet20", "mlp", "resnet20"]
     assert configs[4] is Searcher.FINISHED
@@ -32,7 +50,7 @@ def test_arms_take_turns_until_each_has_its_budget(tmp_path):
 
 
 def test_completed_pruned_and_failed_trials_are_told_truthfully(tmp_path):
-    search = make(tmp_path)
+    search = make(tmp_path, per_arm=3)
     for i in range(6):
         search.suggest(f"t{i}")   # t0, t2, t4: mlp
     search.on_trial_result("t0", {"epoch": 1, "val_acc": 0.5, "status": "running"})
@@ -68,7 +86,7 @@ def test_restore_reuses_an_orphaned_optuna_trial(tmp_path):
 def test_same_seed_same_suggestions(tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    a, b = make(tmp_path / "a"), make(tmp_path / "b")
+    a, b = make(tmp_path / "a", per_arm=2), make(tmp_path / "b", per_arm=2)
     assert [a.suggest(f"t{i}")["lr"] for i in range(4)] == [b.suggest(f"t{i}")["lr"] for i in range(4)]
 
 

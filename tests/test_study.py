@@ -145,7 +145,7 @@ def test_wandb_runs_are_complete_under_four_concurrent_trials(ray_local, study_e
     own offline W&B run: every run file is whole and holds every epoch of its trial."""
     text = spec_text(tmp_path / "results", name="crowded", epochs=2, seeds=[0],
                      arms=["model: mlp, hidden: [16]"])
-    text = text.replace("trials_per_arm: 3\n  max_concurrent: 2", "trials_per_arm: 8\n  max_concurrent: 4")
+    text = text.replace("trials_per_arm: 3\n  max_concurrent: 2", "trials_per_arm: 8\n  max_concurrent: 4\n  max_concurrent_per_arm: 4")
     text = text.replace("scheduler: {name: asha, grace_period: 1, reduction_factor: 2}",
                         "scheduler: {name: none}\nresources: {cpu: 0.5}")
     path = tmp_path / "crowded.yaml"
