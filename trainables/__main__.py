@@ -43,6 +43,14 @@ def parse_option(key: str, text: str):
         raise ValueError(f"{key}: {e}") from None
 
 
+def training_config(args: argparse.Namespace) -> dict:
+    """The training options given as flags, read as a spec reads them, with every default filled in
+    and every option checked (ValueError, one line)."""
+    given = {k: parse_option(k, getattr(args, k)) for k in {**MODEL_DEFAULTS, **DEFAULTS}
+             if hasattr(args, k)}
+    return resolve_config(given)
+
+
 def parse_int(key: str, text: str | None, low: int) -> int | None:
     if text is None:
         return None
@@ -68,9 +76,7 @@ def format_epoch(m: dict, epochs: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        given = {k: parse_option(k, getattr(args, k)) for k in {**MODEL_DEFAULTS, **DEFAULTS}
-                 if hasattr(args, k)}
-        config = resolve_config(given)
+        config = training_config(args)
         split_seed, limit = parse_int("split_seed", args.split_seed, 0), parse_int("limit", args.limit, 1)
         if args.data not in DATASETS:
             raise ValueError(f"data: {args.data!r} is not allowed; choose one of: {', '.join(DATASETS)}")
