@@ -251,7 +251,8 @@ class WandbConfig(_Part):
     @model_validator(mode="after")
     def _check(self) -> WandbConfig:   # W&B's own rules (study/wandb_rules.py), in every mode
         if wandb_rules.wandb_refusal(project=self.project) is not None:
-            raise bad(("project",), self.project, wandb_rules.ALLOWED["project"])
+            size = f" (this one has {len(self.project)})" if len(self.project) > 128 else ""
+            raise bad(("project",), self.project, wandb_rules.ALLOWED["project"] + size)
         if self.entity is not None and (reason := wandb_rules.entity_refusal(self.entity)):
             raise bad(("entity",), self.entity, reason)
         return self
