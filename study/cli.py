@@ -32,7 +32,7 @@ def cmd_validate(args) -> int:
     (resources.cpu or .gpu, which a cluster may have: `run` refuses it here without --address) and
     what is allowed but probably not meant are warnings on stderr (exit 0)."""
     spec = load_spec(args.spec)
-    from .cluster import local_problem
+    from .resources import local_problem
     for warning in [*spec.warnings(), *filter(None, [local_problem(spec)])]:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{args.spec}: ok: study {spec.name!r}, {len(spec.arms)} arms "
@@ -94,7 +94,7 @@ def check_local_resources(spec, address: str | None) -> None:
     rather than pending for ever. Called before Ray starts (against what Ray would count) and again
     after (against what the local instance has)."""
     if not address:
-        from .cluster import check_local_resources
+        from .resources import check_local_resources
         check_local_resources(spec)
 
 

@@ -10,7 +10,9 @@ saying where, what and what is allowed:
     arms[1].model: 'resnet99' is not allowed; choose one of: mlp, vgg11, vgg13, ...
 
 Training options (`search.space`, `search.fixed`) are checked by `trainables.config.check_option`,
-the same check the training loop uses, so there is one source of truth for them.
+the same check the training loop uses, so there is one source of truth for them. What other systems
+will do with a valid spec (W&B's rules for the values built from it, the devices Ray lets a trial
+see) is checked too, in study/spec_checks.py.
 
 Reading order: value types, the spec's sections (Subset, Arm, Distribution, Search, Scheduler,
 Resources, WandbConfig, Failure), the top-level StudySpec, and `spec_from_dict`, which validates.
@@ -18,7 +20,6 @@ Resources, WandbConfig, Failure), the top-level StudySpec, and `spec_from_dict`,
 from __future__ import annotations
 
 import difflib
-import math
 import os
 import re
 from pathlib import Path
@@ -29,9 +30,9 @@ from pydantic import (AfterValidator, AllowInfNan, BaseModel, ConfigDict, Field,
 
 from trainables.config import DEFAULTS, MODEL_DEFAULTS, check_option
 from trainables.data import DATASETS
-from trainables.models import list_models, model_depth, model_family
+from trainables.models import list_models
 
-from . import wandb_rules
+from . import spec_checks
 from .storage import is_uri, join
 from .spec_errors import NAME_RE, SpecError, bad, one_line, short
 
@@ -249,12 +250,8 @@ class WandbConfig(_Part):
     mode: Optional[Literal["offline", "online", "disabled"]] = None   # None: see resolved_mode
 
     @model_validator(mode="after")
-    def _check(self) -> WandbConfig:   # W&B's own rules (study/wandb_rules.py), in every mode
-        if wandb_rules.wandb_refusal(project=self.project) is not None:
-            size = f" (this one has {len(self.project)})" if len(self.project) > 128 else ""
-            raise bad(("project",), self.project, wandb_rules.ALLOWED["project"] + size)
-        if self.entity is not None and (reason := wandb_rules.entity_refusal(self.entity)):
-            raise bad(("entity",), self.entity, reason)
+    def _check(self) -> WandbConfig:   # W&B's own rules, in every mode
+        spec_checks.check_wandb_config(self)
         return self
 
     def resolved_mode(self, env: Mapping[str, str] = os.environ) -> str:
@@ -307,64 +304,13 @@ class StudySpec(_Part):
         if self.scheduler.grace_period > self.epochs:
             raise bad(("scheduler", "grace_period"), self.scheduler.grace_period,
                        f"expected an integer <= epochs ({self.epochs})")
-        self._check_devices()
-        self._check_wandb_values()
+        spec_checks.check_devices(self)        # what Ray lets a trial see
+        spec_checks.check_wandb_values(self)   # what W&B takes
         return self
-
-    def _check_devices(self) -> None:
-        """A device the trial's resources cannot provide: Ray shows a trial only the GPUs it asked
-        for (CUDA_VISIBLE_DEVICES, numbered from 0; a fraction of a GPU shows that one GPU), so
-        `cuda` needs resources.gpu > 0 and `cuda:N` needs N < the GPUs a trial gets. mps is not a
-        Ray resource (Apple's GPU is not counted as one) and cpu or auto always run; a GPU
-        reserved for a cpu trial is waste, not a failure (`validate` warns: warnings())."""
-        gpus = math.ceil(self.resources.gpu)   # 0.5 -> 1 GPU visible
-        for where, device in self._devices():
-            match = re.fullmatch(r"cuda(?::(\d+))?", device)
-            if match is None:
-                continue
-            index = int(match.group(1) or 0)
-            if gpus == 0:
-                raise bad(where, device, "a trial sees no GPU with resources.gpu 0 (Ray hides them): "
-                                          "set resources.gpu (e.g. 1), or use device cpu or auto")
-            if index >= gpus:
-                raise bad(where, device, f"a trial with resources.gpu {self.resources.gpu:g} sees "
-                                          f"{gpus} GPU{'s' * (gpus != 1)}, numbered from cuda:0")
-
-    def _devices(self) -> list[tuple[tuple, str]]:
-        """(key path, device) of every device a trial may get: the fixed one, or each choice."""
-        if "device" in self.search.fixed:
-            return [(("search", "fixed", "device"), self.search.fixed["device"])]
-        dist = self.search.space.get("device")
-        if dist is None:
-            return []
-        return [(("search", "space", "device", dist.kind, i), d) for i, d in enumerate(dist.args)]
-
-    def _check_wandb_values(self) -> None:
-        """Group, run ids, run names and tags, as the trials build them (study/wandb_rules.py)."""
-        for i, arm in enumerate(self.arms):
-            values = wandb_rules.arm_values(self.name, arm.name, model_family(arm.model),
-                                            model_depth(arm.model, arm.hidden))
-            refused = wandb_rules.first_refused(self.wandb.project, values)
-            if refused is None:
-                continue
-            field, reason = refused
-            if field in ("run_group", "run_id", "project"):
-                raise bad(("name",), self.name, f"{wandb_rules.ALLOWED[field]} ({reason})")
-            if field == "run_tags" and len(arm.name) > wandb_rules.TAG_MAX:
-                raise bad(("arms", i, "name"), arm.name,
-                          f"{wandb_rules.ALLOWED[field]} (this one has {len(arm.name)})")
-            raise bad(("arms", i, "name"), arm.name, f"{wandb_rules.ALLOWED[field]} ({reason})")
-        values = wandb_rules.analysis_values(self.name)
-        if (reason := wandb_rules.wandb_refusal(project=self.wandb.project, **values)) is not None:
-            raise bad(("name",), self.name, f"W&B refuses the analysis run's values: {reason}")
 
     def warnings(self) -> list[str]:
         """What is allowed but probably not meant: one line each (`archstudy validate` prints them)."""
-        found = []
-        if self.resources.gpu > 0 and self._devices() and all(d == "cpu" for _, d in self._devices()):
-            found.append(f"resources.gpu: {self.resources.gpu:g} GPU per trial is reserved, but every "
-                         "trial trains on device cpu: the GPU stays idle")
-        return found
+        return spec_checks.warnings(self)
 
     @property
     def arm_names(self) -> list[str]:

@@ -1,5 +1,5 @@
 """Without --address, a trial that this machine cannot hold is refused in one line, with exit code
-2, before Ray starts and before anything is written (study/cluster.py `check_local_resources`;
+2, before Ray starts and before anything is written (study/resources.py `check_local_resources`;
 issue 12 item 6: `resources: {cpu: 4}` on a 2-CPU machine printed "pending" for ever). The
 machine's count is the one Ray would use. `validate`, which is machine independent, accepts such
 a spec and prints the same fact as a warning. With a Ray instance already running in the process
@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import pytest
 
 from processes import ray_sessions_of
-from study.cluster import local_resources
+from study.resources import local_resources
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = """\
