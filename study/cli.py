@@ -101,8 +101,8 @@ def check_local_resources(spec, address: str | None) -> None:
 def cmd_run(args) -> int:
     spec = load_spec(args.spec).with_overrides(name=args.name, storage=args.storage,
                                                wandb_mode=args.wandb_mode)
-    from . import runner
     check_local_resources(spec, args.address)
+    from . import runner
     data = runner.study_data(spec)
     runner.check_new_study(spec)
     runner.start_ray(args.address)

@@ -50,10 +50,10 @@ def local_problem(spec: StudySpec) -> str | None:
     Against the running Ray instance when there is one (a notebook's, the tests'), else against
     local_resources(). Ray would keep such a trial pending for ever ("Ignore this message if the
     cluster is autoscaling")."""
-    import ray
-
+    import sys
+    ray = sys.modules.get("ray")   # not imported yet: not started either
+    running = ray is not None and ray.is_initialized()
     from .cluster import alive_nodes
-    running = ray.is_initialized()
     nodes = alive_nodes() if running else [{"Resources": local_resources()}]
     problem = too_large(spec, nodes)
     if problem is None:
