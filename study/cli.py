@@ -90,7 +90,7 @@ def cmd_analyze(args) -> int:
 
 
 def check_local_resources(spec, address: str | None) -> None:
-    """Without --address, a trial must fit this machine (study/cluster.py): refused in one line
+    """Without --address, a trial must fit this machine (study/resources.py): refused in one line
     rather than pending for ever. Called before Ray starts (against what Ray would count) and again
     after (against what the local instance has)."""
     if not address:
