@@ -26,6 +26,7 @@ from study.spec import StudySpec
 from study.spec_file import load_spec, spec_hash
 from study.storage import STUDY_FILES, Store, is_uri
 from study.tracking import LEAN_SETTINGS
+from study.wandb_rules import analysis_values
 
 TABLES = ("trials", "epochs", "gradflow")
 OUTPUTS = ("answers.md", "answers.json", "report.html")
@@ -148,11 +149,12 @@ def log_to_wandb(tables: StudyTables, figures: dict, frames: dict[str, pd.DataFr
 
     spec, out = tables.spec, tables.folders[0]
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    values = analysis_values(spec.name, stamp)   # checked against W&B's rules by validate
     run = wandb.init(
-        project=spec.wandb.project, entity=spec.wandb.entity, group=spec.name, job_type="analysis",
-        id=f"{spec.name}-analysis-{stamp}", name=f"analysis-{stamp}", dir=str(out), mode=mode,
-        tags=["analysis"], config={"studies": [s.name for s in tables.specs],
-                                   "spec_hashes": [spec_hash(s) for s in tables.specs]},
+        project=spec.wandb.project, entity=spec.wandb.entity, group=values["run_group"],
+        job_type=values["run_job_type"], id=values["run_id"], name=values["run_name"], dir=str(out),
+        mode=mode, tags=values["run_tags"], config={"studies": [s.name for s in tables.specs],
+                                                    "spec_hashes": [spec_hash(s) for s in tables.specs]},
         settings=wandb.Settings(**LEAN_SETTINGS),
         reinit="create_new")
     try:

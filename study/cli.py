@@ -9,7 +9,8 @@
     archstudy models
 
 Spec errors print one line (key path, bad value, what is allowed) and exit with code 2, before Ray
-starts and before anything is written.
+starts and before anything is written. Any command piped into `head` ends quietly when `head` has
+read its fill (exit code 141, as for a process that SIGPIPE ended: trainables/pipes.py).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import json
 import sys
 
 from trainables.data import DatasetUnavailable
+from trainables.pipes import quiet_on_broken_pipe
 
 from .errors import StudyError
 from .spec_errors import SpecError
@@ -26,7 +28,13 @@ from .storage import join
 
 
 def cmd_validate(args) -> int:
+    """Checks that hold on any machine refuse the spec (exit 2); what only this machine lacks
+    (resources.cpu or .gpu, which a cluster may have: `run` refuses it here without --address) and
+    what is allowed but probably not meant are warnings on stderr (exit 0)."""
     spec = load_spec(args.spec)
+    from .resources import local_problem
+    for warning in [*spec.warnings(), *filter(None, [local_problem(spec)])]:
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"{args.spec}: ok: study {spec.name!r}, {len(spec.arms)} arms "
           f"({', '.join(spec.arm_names)}), {spec.search.trials_per_arm} trials per arm, "
           f"{len(spec.seeds)} seeds, {spec.epochs} epochs, data {spec.data}")
@@ -79,13 +87,24 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+def check_local_resources(spec, address: str | None) -> None:
+    """Without --address, a trial must fit this machine (study/resources.py): refused in one line
+    rather than pending for ever. Called before Ray starts (against what Ray would count) and again
+    after (against what the local instance has)."""
+    if not address:
+        from .resources import check_local_resources
+        check_local_resources(spec)
+
+
 def cmd_run(args) -> int:
     spec = load_spec(args.spec).with_overrides(name=args.name, storage=args.storage,
                                                wandb_mode=args.wandb_mode)
+    check_local_resources(spec, args.address)
     from . import runner
     data = runner.study_data(spec)
     runner.check_new_study(spec)
     runner.start_ray(args.address)
+    check_local_resources(spec, args.address)
     if args.address:
         from .cluster import check_cluster
         check_cluster(spec)
@@ -112,7 +131,9 @@ def cmd_resume(args) -> int:
     from . import runner
     study = runner.reopen(args.dir)
     data = runner.study_data(study.spec)
+    check_local_resources(study.spec, args.address)
     runner.start_ray(args.address)
+    check_local_resources(study.spec, args.address)
     study.run(data)
     return finish(study)
 
@@ -158,6 +179,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+@quiet_on_broken_pipe   # `archstudy schema | head`: no BrokenPipeError traceback, exit 141
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:

@@ -8,7 +8,8 @@ the job runs `python -m study run spec.yaml --address auto` on the head node; it
 and the commands to follow it. Before a driver on a cluster writes anything, `check_cluster` makes
 sure every node can run the study: no trial asks for more CPUs or GPUs than a node has, and a
 local storage path is one that every node sees (a shared filesystem); a path only the head sees is
-an error naming s3://, gs:// or a shared filesystem.
+an error naming s3://, gs:// or a shared filesystem. Without --address the same check runs against
+this machine (study/resources.py), before the local Ray starts and again after.
 
 Addresses are probed before Ray or the Jobs API is asked (`check_reachable`): Ray's own connect loop
 retries an unreachable GCS for about 14 minutes (20 tries of 5 + 5 + 30 s; the knobs are
@@ -30,6 +31,7 @@ import uuid
 from pathlib import Path
 
 from .errors import StudyError
+from .resources import too_large
 from .spec import StudySpec
 from .spec_file import dump_spec
 
@@ -135,13 +137,13 @@ def alive_nodes() -> list[dict]:
 
 
 def check_resources(spec: StudySpec, nodes: list[dict], autoscaling: bool) -> None:
-    """A trial must fit on one node: resources.cpu and resources.gpu at most the largest node's."""
-    for key, name in (("CPU", "cpu"), ("GPU", "gpu")):
-        asked = getattr(spec.resources, name)
-        largest = max((n["Resources"].get(key, 0) for n in nodes), default=0)
-        if asked > largest and not autoscaling:
-            raise StudyError(f"resources.{name}: {asked:g} per trial is more than any node of the "
-                             f"cluster has (largest: {largest:g} {key}s)")
+    """On a cluster (--address): every trial fits on its largest node, unless the autoscaler may
+    add a larger one."""
+    problem = None if autoscaling else too_large(spec, nodes)
+    if problem:
+        name, asked, largest, key = problem
+        raise StudyError(f"resources.{name}: {asked:g} per trial is more than any node of the "
+                         f"cluster has (largest: {largest:g} {key}s)")
 
 
 def check_shared_storage(root: Path, nodes: list[dict]) -> None:

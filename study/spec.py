@@ -10,7 +10,9 @@ saying where, what and what is allowed:
     arms[1].model: 'resnet99' is not allowed; choose one of: mlp, vgg11, vgg13, ...
 
 Training options (`search.space`, `search.fixed`) are checked by `trainables.config.check_option`,
-the same check the training loop uses, so there is one source of truth for them.
+the same check the training loop uses, so there is one source of truth for them. What other systems
+will do with a valid spec (W&B's rules for the values built from it, the devices Ray lets a trial
+see) is checked too, in study/spec_checks.py.
 
 Reading order: value types, the spec's sections (Subset, Arm, Distribution, Search, Scheduler,
 Resources, WandbConfig, Failure), the top-level StudySpec, and `spec_from_dict`, which validates.
@@ -30,6 +32,7 @@ from trainables.config import DEFAULTS, MODEL_DEFAULTS, check_option
 from trainables.data import DATASETS
 from trainables.models import list_models
 
+from . import spec_checks
 from .storage import is_uri, join
 from .spec_errors import NAME_RE, SpecError, bad, one_line, short
 
@@ -153,6 +156,11 @@ class Distribution(_Part):
         kind, args = self.kind, self.args
         if kind == "choice":
             for i, value in enumerate(args):
+                if not isinstance(value, (bool, int, float, str)):   # Optuna stores nothing else
+                    raise bad(("choice", i), value, "a choice is a number, a string or true/false "
+                                                     "(Optuna's categories hold no lists or mappings); "
+                                                     "a list option such as milestones goes in "
+                                                     "search.fixed")
                 if value in args[:i]:
                     raise bad(("choice", i), value, "expected distinct choices (this one is repeated)")
             return self
@@ -243,6 +251,11 @@ class WandbConfig(_Part):
     entity: Optional[StrictStr] = None
     mode: Optional[Literal["offline", "online", "disabled"]] = None   # None: see resolved_mode
 
+    @model_validator(mode="after")
+    def _check(self) -> WandbConfig:   # W&B's own rules, in every mode
+        spec_checks.check_wandb_config(self)
+        return self
+
     def resolved_mode(self, env: Mapping[str, str] = os.environ) -> str:
         """The mode if given, else online when a WANDB_API_KEY is configured, else offline."""
         if self.mode is not None:
@@ -293,7 +306,13 @@ class StudySpec(_Part):
         if self.scheduler.grace_period > self.epochs:
             raise bad(("scheduler", "grace_period"), self.scheduler.grace_period,
                        f"expected an integer <= epochs ({self.epochs})")
+        spec_checks.check_devices(self)        # what Ray lets a trial see
+        spec_checks.check_wandb_values(self)   # what W&B takes
         return self
+
+    def warnings(self) -> list[str]:
+        """What is allowed but probably not meant: one line each (`archstudy validate` prints them)."""
+        return spec_checks.warnings(self)
 
     @property
     def arm_names(self) -> list[str]:

@@ -4,60 +4,29 @@ JSON Schema.
     archstudy validate study/specs/quick.yaml     # load, check and print the resolved spec
     archstudy schema > spec.schema.json           # for editors
 
-YAML is read strictly: a repeated key is an error, 1e-3 is a number (PyYAML alone reads it as
-text), and every failure, from a syntax error to a binary file, is a one-line SpecError.
+YAML is read strictly (trainables/yaml_values.py, the parser the training CLI uses too): a repeated
+key is an error, 1e-3 is a number (PyYAML alone reads it as text), and every failure, from a syntax
+error to a binary file, is a one-line SpecError.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from trainables.yaml_values import Dumper, Loader
+
 from .spec import StudySpec, spec_from_dict
 from .spec_errors import SpecError, short
-
-FLOAT_TAG = "tag:yaml.org,2002:float"
-FLOAT_RE = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
-    |[-+]?\.(?:inf|Inf|INF)
-    |\.(?:nan|NaN|NAN))$""", re.X)
-
-
-class _Loader(yaml.SafeLoader):
-    """yaml.SafeLoader that reads 1e-3 as a number (PyYAML wants 1.0e-3) and rejects repeated keys."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
-                if (key_node.tag, key_node.value) in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key_node.value!r}", key_node.start_mark)
-                seen.add((key_node.tag, key_node.value))
-        return super().construct_mapping(node, deep)
-
-
-class _Dumper(yaml.SafeDumper):
-    """Quotes every string that _Loader would read as something else (e.g. '1e-3')."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != FLOAT_TAG]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_Loader.add_implicit_resolver(FLOAT_TAG, FLOAT_RE, list("-+0123456789."))
-_Dumper.yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
 
 
 def _load_yaml(text: str, source: str) -> Any:
     try:
-        return yaml.load(text, Loader=_Loader)
+        return yaml.load(text, Loader=Loader)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -114,6 +83,6 @@ def spec_hash(spec: StudySpec) -> str:
 
 def dump_spec(spec: StudySpec) -> str:
     """The resolved spec (every default filled in) as YAML that loads back to an equal spec."""
-    return yaml.dump(_resolved(spec), Dumper=_Dumper, sort_keys=False, allow_unicode=True)
+    return yaml.dump(_resolved(spec), Dumper=Dumper, sort_keys=False, allow_unicode=True)
 
 

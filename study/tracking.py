@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 
+from .wandb_rules import run_id, run_name
+
 # A wandb service started by another process reaches this one through the environment (a notebook
 # or a test process that used wandb, and the Ray instance it started). Trials must not share it: a
 # run that a killed trial left open there stays "in use", and the trial's retry cannot reopen it
@@ -26,7 +28,8 @@ LEAN_SETTINGS = dict(console="off", silent=True, x_disable_stats=True, x_disable
 
 
 def open_run(settings: dict, config: dict, trial_id: str, tags: list[str]):
-    """`settings` comes from the runner: project, entity, group, mode, dir, spec_hash, git_commit."""
+    """`settings` comes from the runner: project, entity, group, mode, dir, spec_hash, git_commit.
+    Every value passed here was checked against W&B's rules by `validate` (study/wandb_rules.py)."""
     if settings["mode"] == "disabled":
         return None
     import wandb
@@ -34,8 +37,8 @@ def open_run(settings: dict, config: dict, trial_id: str, tags: list[str]):
     os.makedirs(settings["dir"], exist_ok=True)
     return wandb.init(
         project=settings["project"], entity=settings.get("entity"), group=settings["group"],
-        job_type=config["phase"], tags=tags, name=f"{config['arm']}-{trial_id}",
-        id=f"{settings['group']}-{trial_id}", resume="allow", dir=settings["dir"],
+        job_type=config["phase"], tags=tags, name=run_name(config["arm"], trial_id),
+        id=run_id(settings["group"], trial_id), resume="allow", dir=settings["dir"],
         mode=settings["mode"],
         config={**config, "spec_hash": settings["spec_hash"], "git_commit": settings["git_commit"]},
         settings=wandb.Settings(**LEAN_SETTINGS),

@@ -28,6 +28,7 @@ from trainables.config import training_options
 from trainables.train import Trainer
 
 from . import tracking
+from .wandb_rules import run_tags
 
 STATE_FILE = "state.pt"
 CHECKPOINT_DIR = re.compile(r"checkpoint_(\d+)")   # Tune's names for a trial's checkpoint folders
@@ -77,7 +78,7 @@ class Trial(tune.Trainable):
         # hand the trial to a reused actor instead and kill this one mid-setup (which left a run
         # folder without a .wandb file behind, 1 in ~10 test runs under load).
         self.run, self.run_opened = None, False
-        self.tags = [config["arm"], model.family, f"depth-{model.depth}"]
+        self.tags = run_tags(config["arm"], model.family, model.depth)   # checked by validate
         self.started = time.time()
 
     def step(self) -> dict:

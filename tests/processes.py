@@ -136,3 +136,20 @@ def processes(where) -> list[str]:
     """'pid cmdline' of every live (not zombie) process for which where(pid, cmdline) holds."""
     return [f"{pid} {cmd[:160]}" for pid, (_ppid, _pgid, state, cmd) in proc_table().items()
             if state != "Z" and where(pid, cmd)]
+
+
+def start_into_closed_head(command: list[str], **popen) -> "subprocess.Popen":
+    """Start `command` with its stdout a real pipe into `head -n 1` that has already read its line
+    and exited, so the command's first write to stdout finds no reader (EPIPE) every time: what
+    `command | head -n 1` does once head has what it wants, without the race of when head exits.
+    The Popen's stderr is a pipe."""
+    import subprocess
+    read, write = os.pipe()
+    try:
+        head = subprocess.Popen(["head", "-n", "1"], stdin=read, stdout=subprocess.DEVNULL)
+        os.close(read)
+        os.write(write, b"the line head wants\n")
+        head.wait(timeout=30)   # now the pipe has no reader
+        return subprocess.Popen(command, stdout=write, stderr=subprocess.PIPE, text=True, **popen)
+    finally:
+        os.close(write)

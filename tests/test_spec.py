@@ -107,14 +107,19 @@ def test_training_options_are_checked_and_normalised():
     lr: {loguniform: [1e-4, 1e-1]}
     batch_size: {int: [16, 128]}
     optimizer: {choice: [sgd, adamw]}
-    milestones: {choice: [[0.5, 0.75], [0.3, 0.6, 0.9]]}
-  fixed: {momentum: 1e-1, weight_decay: 0, nesterov: true}
+  fixed: {momentum: 1e-1, weight_decay: 0, nesterov: true, milestones: [0.3, 0.6, 0.9]}
 """)
     assert spec.search.space["lr"] == Distribution(loguniform=[1e-4, 0.1])
     assert (spec.search.space["lr"].kind, spec.search.space["lr"].args) == ("loguniform", [1e-4, 0.1])
     assert spec.search.space["batch_size"].kind == "int"
-    assert spec.search.fixed == {"momentum": 0.1, "weight_decay": 0.0, "nesterov": True}
+    assert spec.search.fixed == {"momentum": 0.1, "weight_decay": 0.0, "nesterov": True,
+                                 "milestones": [0.3, 0.6, 0.9]}
     assert isinstance(spec.search.fixed["weight_decay"], float)
+    # lists are fixed, never searched: Optuna's categories hold scalars only (issue 12; this spec
+    # had milestones: {choice: [[0.5, 0.75], [0.3, 0.6, 0.9]]}, which ran and crashed the analysis)
+    with pytest.raises(SpecError, match=r"^search\.space\.milestones\.choice\[0\]: \[0\.5, 0\.75\] is "
+                                        r"not allowed; a choice is a number, a string or true/false"):
+        parse_spec(MINIMAL + "search: {space: {milestones: {choice: [[0.5, 0.75], [0.3, 0.6, 0.9]]}}}\n")
 
 
 def test_yaml_reads_exponents_without_a_dot_as_numbers():
