@@ -31,7 +31,8 @@ from trainables.data import load_data
 from . import recovery, search, tables
 from .errors import StudyError
 from .progress import ProgressCallback
-from .search import ArmSearch, FixedConfigs, PerArmASHA, pruned_epochs, study_name
+from .asha import PerArmASHA
+from .search import ArmSearch, FixedConfigs, pruned_epochs, study_name
 from .spec import StudySpec
 from .spec_file import dump_spec, load_spec, spec_hash
 from .storage import STUDY_FILES, Store, is_uri, join, mirror_of

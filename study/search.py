@@ -1,10 +1,11 @@
-"""Per-arm search for the search phase: one Optuna study per arm and one ASHA per arm.
+"""Per-arm search for the search phase: one Optuna study per arm (and one ASHA per arm,
+study/asha.py).
 
 Every arm gets the same trial budget and its own Optuna study in `<out>/optuna.db` (named
-`<study>/<arm>`, so optuna-dashboard and optuna.visualization open it). ASHA compares a trial only
-with trials of its own arm. Unlike Ray's OptunaSearch, a trial that ASHA stops is told to Optuna as
-PRUNED with its per-epoch intermediate values, not as COMPLETE with a truncated score; a diverged or
-crashed trial is told as FAIL. Both classes are plain Ray Tune plug-ins, used by study/runner.py.
+`<study>/<arm>`, so optuna-dashboard and optuna.visualization open it). Unlike Ray's OptunaSearch, a
+trial that ASHA stops is told to Optuna as PRUNED with its per-epoch intermediate values, not as
+COMPLETE with a truncated score; a diverged or crashed trial is told as FAIL. ArmSearch and
+FixedConfigs are plain Ray Tune plug-ins, used by study/runner.py.
 """
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import pickle
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -218,69 +218,6 @@ class ArmSearch(PickledState, Searcher):
         self._studies = {}
 
 
-class PerArmASHA(PickledState, FIFOScheduler):
-    """One ASHAScheduler per arm (keyed by the trial config's "arm"), so a trial only competes with
-    trials of the same architecture.
-
-    On `resume`, decisions the killed driver already made stand: a trial that Optuna records at
-    epoch N had been let past every rung before N, so ASHA may not stop it before N now (the
-    replayed results can reach ASHA in another order than before). PRUNED trials stop themselves
-    at their epoch (pruned_epochs, study/trainable.py)."""
-
-    def __init__(self, max_t: int, grace_period: int, reduction_factor: float, metric: str, mode: str,
-                 storage_url: str | None = None, study: str = "", arms=()):
-        super().__init__()
-        self._options = dict(time_attr="training_iteration", max_t=max_t, grace_period=grace_period,
-                             reduction_factor=reduction_factor, metric=metric, mode=mode)
-        self._metric, self._mode = metric, mode
-        self.by_arm: dict[str, ASHAScheduler] = {}
-        self.storage_url, self.study, self.arms = storage_url, study, list(arms)
-
-    def floor(self, trial) -> int:
-        """The epoch before which this trial may not be stopped (read from Optuna once per driver:
-        in a fresh run it never exceeds a trial's current epoch, so it changes nothing)."""
-        if getattr(self, "_floors", None) is None:
-            self._floors = (last_epochs(storage_of(self), self.study, self.arms)
-                            if storage_of(self) else {})
-        return self._floors.get(f"{trial.config['arm']}/{trial.config.get('optuna_trial')}", 0)
-
-    def get_state(self) -> dict:   # the floors are the driver's, read again after a restore
-        return {k: v for k, v in self.__dict__.items() if k != "_floors"}
-
-    def __getstate__(self) -> dict:
-        return self.get_state()
-
-    def _asha(self, trial) -> ASHAScheduler:
-        arm = trial.config["arm"]
-        if arm not in self.by_arm:
-            self.by_arm[arm] = ASHAScheduler(**self._options)
-        return self.by_arm[arm]
-
-    def set_search_properties(self, metric, mode, **spec) -> bool:
-        return True   # metric and mode come from the spec
-
-    def on_trial_add(self, tune_controller, trial):
-        self._asha(trial).on_trial_add(tune_controller, trial)
-
-    def on_trial_result(self, tune_controller, trial, result):
-        decision = self._asha(trial).on_trial_result(tune_controller, trial, result)
-        if decision == TrialScheduler.STOP and result.get("epoch", 0) < self.floor(trial):
-            return TrialScheduler.CONTINUE
-        return decision
-
-    def on_trial_complete(self, tune_controller, trial, result):
-        self._asha(trial).on_trial_complete(tune_controller, trial, result)
-
-    def on_trial_remove(self, tune_controller, trial):
-        self._asha(trial).on_trial_remove(tune_controller, trial)
-
-    def on_trial_error(self, tune_controller, trial):
-        self._asha(trial).on_trial_error(tune_controller, trial)
-
-    def debug_string(self) -> str:
-        return "\n".join(f"{arm}: {asha.debug_string()}" for arm, asha in self.by_arm.items())
-
-
 class FixedConfigs(PickledState, Searcher):
     """Hands out a fixed list of configs, once each (the confirmation phase: best config x seeds)."""
 
@@ -296,3 +233,11 @@ class FixedConfigs(PickledState, Searcher):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         pass
+
+
+def __getattr__(name: str):
+    """Studies started before PerArmASHA had its own module name it here in their saved state."""
+    if name == "PerArmASHA":
+        from .asha import PerArmASHA
+        return PerArmASHA
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
