@@ -15,9 +15,12 @@ it. Then:
   as num_to_keep deletes it; the fault of item 1);
 - the search's other trials ended in Optuna (some pruned) but Tune's state never knew them (item 11).
 `resume` must finish the search so that optuna.db, Tune's state and the tables agree.
+The records of such trials are rebuilt from their checkpoints (study/recovery.py): that is also
+checked directly, in a local folder and in a bucket (conftest's moto S3 on 127.0.0.1).
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import shutil
@@ -26,13 +29,17 @@ from types import SimpleNamespace
 
 import optuna
 import pandas as pd
+import pyarrow.fs as pafs
 import pytest
+import torch
 from ray import tune
 from ray.tune.experiment.trial import Trial as TuneTrial
 
-from studies import read_results, spec_text
+from studies import BUCKET, read_results, spec_text
 from study import runner, tables
-from study.search import RAY_TRIAL_ID, study_name
+from study.recovery import LOST_ERROR, recover_lost_trials
+from study.search import RAY_TRIAL_ID, ArmSearch, study_name
+from study.storage import Store
 from study.spec_file import load_spec
 from wandb_files import METRICS, trial_epochs, wandb_problems
 
@@ -200,3 +207,63 @@ def test_wandb_runs_match_the_tables(rolled_back):
     k = rolled_back
     spec_hash = json.loads((k.out / "study.json").read_text())["spec_hash"]
     assert wandb_problems(k.out, spec_hash, runner.git_commit(), k.trials, k.epochs, k.gradflow) == []
+
+
+# ---- rebuilding a lost trial's record, directly ------------------------------------------------
+def put(fs, path: str, data: bytes) -> None:
+    fs.create_dir(path.rsplit("/", 1)[0])
+    with fs.open_output_stream(path) as f:
+        f.write(data)
+
+
+def write_checkpoint(fs, folder: str, index: int, config: dict, epochs: list[dict]) -> None:
+    """A checkpoint as study/trainable.py writes it, with the record of epochs 1..len(epochs)."""
+    buffer = io.BytesIO()
+    torch.save({"trainer": {}, "last": epochs[-1], "config": json.dumps(config),
+                "history": [json.dumps({**e, "trial_id": folder.rsplit("_", 1)[1]}) for e in epochs]},
+               buffer)
+    put(fs, f"{folder}/checkpoint_{index:06d}/state.pt", buffer.getvalue())
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_lost_records_are_rebuilt_from_checkpoints(where, study_env, tmp_path, request):
+    """Three trials of one arm ended in Optuna: `lost` (pruned; its newest checkpoint is damaged),
+    `crashed` (failed before its first checkpoint) and `known` (Tune's state knew it: it has its
+    params.json). The first two get params.json and result.json (`crashed` an error.txt too); the
+    tables then hold all three, with Optuna's statuses."""
+    if where == "s3":
+        request.getfixturevalue("s3")
+    store = Store(tmp_path / "rebuilt" if where == "local" else f"s3://{BUCKET}/rebuilt-{tmp_path.name}")
+    fs, phase = (store.fs, f"{store.root}/search") if store.remote else (pafs.LocalFileSystem(),
+                                                                        str(tmp_path / "rebuilt/search"))
+    spec_path = tmp_path / "rebuilt.yaml"
+    spec_path.write_text(spec_text(tmp_path, name="rebuilt", epochs=3, seeds=[0], arms=["model: mlp"]))
+    spec, url = load_spec(spec_path), f"sqlite:///{tmp_path / 'optuna.db'}"
+    arm_config = {"model": "mlp", "hidden": [32], "batch_size": 32, "epochs": 3, "seed": 1, "phase": "search"}
+    search = ArmSearch(url, "rebuilt", {"mlp": arm_config}, {"lr": ("loguniform", [0.001, 0.3])}, 3,
+                       "random", 0, "val_acc", "max")
+    configs, epochs = {}, [{"epoch": e, "val_acc": 0.5 + e / 10, "status": "running"} for e in (1, 2)]
+    for name, result, error in (("lost", epochs[-1], False), ("crashed", None, True),
+                                ("known", {**epochs[-1], "status": "completed"}, False)):
+        configs[name] = search.suggest(name)
+        search.on_trial_complete(name, result, error=error)
+    write_checkpoint(fs, f"{phase}/mlp_lost", 0, configs["lost"], epochs[:1])
+    write_checkpoint(fs, f"{phase}/mlp_lost", 1, configs["lost"], epochs)
+    put(fs, f"{phase}/mlp_lost/checkpoint_000002/state.pt", b"damaged")
+    put(fs, f"{phase}/mlp_known/params.json", json.dumps(configs["known"]).encode())
+
+    written = recover_lost_trials(store, "rebuilt", {"mlp": arm_config}, url)
+    assert sorted(written) == [f"{phase}/mlp_crashed", f"{phase}/mlp_lost"]
+    assert recover_lost_trials(store, "rebuilt", {"mlp": arm_config}, url) == []   # done once
+    store.fetch_results("search")
+    local = store.local / "search"
+    assert json.loads((local / "mlp_lost/params.json").read_text()) == configs["lost"]
+    assert json.loads((local / "mlp_crashed/params.json").read_text()) == configs["crashed"]
+    assert [r["epoch"] for r in read_results(local / "mlp_lost")] == [1, 2]
+    assert (local / "mlp_crashed/error.txt").read_text() == LOST_ERROR
+    assert not (local / "mlp_lost/error.txt").exists()
+    rows = {r["trial_id"]: r for r in tables.collect_phase(store.local, "search", spec)[0]}
+    assert {i: (r["status"], r["epochs_run"]) for i, r in rows.items() if i != "known"} \
+        == {"lost": ("pruned", 2), "crashed": ("error", 0)}
+    study = optuna.load_study(study_name=study_name("rebuilt", "mlp"), storage=url)
+    assert [t.user_attrs["status"] for t in study.trials] == ["pruned", "error", "completed"]

@@ -85,7 +85,7 @@ def test_trials_that_ended_after_the_saved_state_count_against_their_arm(tmp_pat
     assert restored.suggest("t3") is None   # mlp has its 2; resnet20's t1 is running
     restored.on_trial_complete("t1", {"epoch": 3, "val_acc": 0.5, "status": "completed"})
     assert restored.suggest("t4")["arm"] == "resnet20" and restored.suggest("t5") is Searcher.FINISHED
-    study = optuna.load_study(study_name=study_name("s", "mlp"), storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    study = optuna.load_study(study_name=study_name("s", "mlp"), storage=restored.storage_url)
     assert [(t.state, t.user_attrs) for t in study.trials] == [
         (TrialState.PRUNED, {"ray_trial_id": "t0", "status": "pruned"}),
         (TrialState.COMPLETE, {"ray_trial_id": "t2", "status": "completed"})]
