@@ -137,12 +137,13 @@ class Trial(tune.Trainable):
             return
         self.restore_failures = [f"{PurePosixPath(checkpoint.path).name}: no longer on storage"]
         older = older_checkpoints(checkpoint)
-        if not older:   # the counters are a fresh trial's already (a new or a reset actor)
+        metrics = getattr(checkpoint_path, "metrics", None)   # Tune's time_total_s, kept
+        if not older:   # Tune's other counters are a fresh trial's already (a new or a reset actor)
             self.restart_trainer()
+            self._time_total = (metrics or {}).get("time_total_s", 0.0)
             self.warn_fallback(checkpoint, None)
             return
         self.restoring = older[0]
-        metrics = getattr(checkpoint_path, "metrics", None)   # Tune's time_total_s, kept
         super().restore(older[0] if metrics is None else type(checkpoint_path)(older[0], metrics))
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
