@@ -28,10 +28,11 @@ from ray.tune.search import ConcurrencyLimiter
 
 from trainables.data import load_data
 
-from . import search, tables
+from . import recovery, search, tables
 from .errors import StudyError
 from .progress import ProgressCallback
-from .search import ArmSearch, FixedConfigs, PerArmASHA, pruned_epochs, study_name
+from .asha import PerArmASHA
+from .search import ArmSearch, FixedConfigs, pruned_epochs, study_name
 from .spec import StudySpec
 from .spec_file import dump_spec, load_spec, spec_hash
 from .storage import STUDY_FILES, Store, is_uri, join, mirror_of
@@ -41,7 +42,7 @@ PHASES = ("search", "confirm")
 os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")   # diverged epochs carry no val metric
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")   # we add JSON + CSV, not TensorBoard
-# Forced experiment snapshots (one per kept checkpoint) are what makes `resume` lose nothing.
+# Tune forces an experiment snapshot every num_to_keep checkpoints of a trial; they are small here.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
@@ -153,12 +154,12 @@ class Study:
     def run_config(self, phase: str) -> tune.RunConfig:
         return tune.RunConfig(
             name=phase, storage_path=self.store.ray_path, verbose=0,
-            # num_to_keep makes Tune save the experiment state every num_to_keep checkpoints; keeping
-            # 3, the checkpoint a (possibly late) saved state points at still exists on `resume`.
+            # a saved state may name a checkpoint deleted since: Trial.restore takes an older one
             checkpoint_config=tune.CheckpointConfig(num_to_keep=3),
             failure_config=tune.FailureConfig(max_failures=self.spec.failure.max_retries),
             callbacks=[ProgressCallback(phase, self.spec), tables.ResultLog(), tables.ProgressLog(),
-                       UploadCallback(self.store, "optuna.db", "study.json"), *self.callbacks])
+                       UploadCallback(self.store, "optuna.db", "study.json"),
+                       recovery.ForgetGoneCheckpoints(), *self.callbacks])
 
     def search_tuner(self, data) -> tune.Tuner:
         s = self.spec
@@ -218,6 +219,8 @@ class Study:
             tuner.fit()
         finally:
             search.CURRENT_STORAGE = None   # only for this study's searcher and scheduler
+        if phase == "search":   # trials that ended after Tune's last saved state
+            recovery.recover_lost_trials(self.store, self.spec.name, self.arm_configs(), self.optuna_url)
         for done in PHASES[:PHASES.index(phase) + 1]:   # the tables cover every phase so far
             self.store.fetch_results(done)
         tables.write_tables(self.out, self.spec)

@@ -1,10 +1,11 @@
-"""Per-arm search for the search phase: one Optuna study per arm and one ASHA per arm.
+"""Per-arm search for the search phase: one Optuna study per arm (and one ASHA per arm,
+study/asha.py).
 
 Every arm gets the same trial budget and its own Optuna study in `<out>/optuna.db` (named
-`<study>/<arm>`, so optuna-dashboard and optuna.visualization open it). ASHA compares a trial only
-with trials of its own arm. Unlike Ray's OptunaSearch, a trial that ASHA stops is told to Optuna as
-PRUNED with its per-epoch intermediate values, not as COMPLETE with a truncated score; a diverged or
-crashed trial is told as FAIL. Both classes are plain Ray Tune plug-ins, used by study/runner.py.
+`<study>/<arm>`, so optuna-dashboard and optuna.visualization open it). Unlike Ray's OptunaSearch, a
+trial that ASHA stops is told to Optuna as PRUNED with its per-epoch intermediate values, not as
+COMPLETE with a truncated score; a diverged or crashed trial is told as FAIL. ArmSearch and
+FixedConfigs are plain Ray Tune plug-ins, used by study/runner.py.
 """
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ import pickle
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+RAY_TRIAL_ID = "ray_trial_id"   # an Optuna trial's user attribute: the Tune trial that runs it
+ENDED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 # The driver's optuna.db URL, set by study/runner.py. A searcher or scheduler restored from Tune's
@@ -44,20 +47,26 @@ def study_name(study: str, arm: str) -> str:
     return f"{study}/{arm}"
 
 
-def pruned_epochs(storage_url: str, study: str, arms) -> dict[str, int]:
-    """'<arm>/<optuna trial number>' -> the last epoch of every PRUNED trial. On `resume`, Tune's
-    saved state can be older than Optuna's: a trial ASHA had stopped may look unfinished to Tune.
-    The trial then stops itself at that epoch (study/trainable.py) instead of training on."""
-    pruned = {}
+def last_epochs(storage_url: str, study: str, arms, states=tuple(TrialState)) -> dict[str, int]:
+    """'<arm>/<optuna trial number>' -> the last epoch Optuna holds, for every trial in `states`.
+    On `resume`, Tune's saved state can be older than Optuna's: a trial that Optuna holds at epoch N
+    may restart from an earlier checkpoint. ASHA had let it past every rung before N (PerArmASHA
+    keeps that decision), and a PRUNED one stops itself at N (study/trainable.py) instead of
+    training on."""
+    epochs = {}
     for arm in arms:
         try:
             trials = optuna.load_study(study_name=study_name(study, arm), storage=storage_url).trials
         except KeyError:   # the arm's study was never created
             continue
         for t in trials:
-            if t.state == TrialState.PRUNED and t.intermediate_values:
-                pruned[f"{arm}/{t.number}"] = max(t.intermediate_values)
-    return pruned
+            if t.state in states and t.intermediate_values:
+                epochs[f"{arm}/{t.number}"] = max(t.intermediate_values)
+    return epochs
+
+
+def pruned_epochs(storage_url: str, study: str, arms) -> dict[str, int]:
+    return last_epochs(storage_url, study, arms, states=(TrialState.PRUNED,))
 
 
 class PickledState:
@@ -118,6 +127,7 @@ class ArmSearch(PickledState, Searcher):
         return self._studies[arm]
 
     def suggest(self, trial_id: str):
+        self.count_lost_trials()
         counts = {arm: 0 for arm in self.arms}
         running = {arm: 0 for arm in self.arms}
         for ray_id, (arm, _) in self.assigned.items():
@@ -132,8 +142,26 @@ class ArmSearch(PickledState, Searcher):
         arm = min(idle, key=lambda a: counts[a])
         study = self.optuna_study(arm)
         trial = self.orphan(arm) or study.ask(self.space)
+        # where the trial's record is on storage (<arm>_<id>), should Tune's saved state lose it
+        trial.set_user_attr(RAY_TRIAL_ID, trial_id)
         self.assigned[trial_id] = (arm, trial._trial_id)
         return {**self.arms[arm], **trial.params, "arm": arm, "optuna_trial": trial.number}
+
+    def count_lost_trials(self) -> None:
+        """On `resume`, once: every Optuna trial that ended after Tune's last saved state (which
+        the killed driver never wrote) counts against its arm's budget, as a finished trial. Tune
+        does not know it and will not run it again; its record comes from its checkpoints
+        (study/recovery.py). Unfinished ones are taken up again by orphan()."""
+        if getattr(self, "_counted_lost", False):
+            return
+        self._counted_lost = True
+        for arm in self.arms:
+            known = {optuna_id for a, optuna_id in self.assigned.values() if a == arm}
+            for frozen in self.optuna_study(arm).get_trials(deepcopy=False, states=ENDED):
+                if frozen._trial_id not in known:
+                    ray_id = frozen.user_attrs.get(RAY_TRIAL_ID, f"optuna-{frozen._trial_id}")
+                    self.assigned[ray_id] = (arm, frozen._trial_id)
+                    self.told.add(ray_id)
 
     def orphan(self, arm: str) -> optuna.Trial | None:
         """An Optuna trial asked for just before the driver died, which Tune's saved state never
@@ -172,100 +200,25 @@ class ArmSearch(PickledState, Searcher):
         if result and self.metric in result:   # Tune sends a trial's last result only here
             self.on_trial_result(trial_id, result)
         status = (result or {}).get("status")
-        # FAIL covers both; the attribute tells a diverged trial from a crashed one
-        study._storage.set_trial_user_attr(trial._trial_id, "status",
-                                           "error" if error or status is None else status)
-        if error or status is None or status == "diverged" or self.metric not in result:
+        # the trial's status in trials.parquet (tables.trial_status): FAIL covers a crashed and a
+        # diverged trial, which the attribute tells apart; a trial that ASHA stopped is "pruned"
+        label = ("error" if error or status is None else
+                 status if status in ("completed", "diverged") else "pruned")
+        study._storage.set_trial_user_attr(trial._trial_id, "status", label)
+        if label in ("error", "diverged") or self.metric not in result:
             study.tell(trial, state=TrialState.FAIL)
-        elif status == "completed":        # ran its full budget
+        elif label == "completed":         # ran its full budget
             study.tell(trial, float(result[self.metric]))
         else:                              # stopped early by ASHA
             study.tell(trial, state=TrialState.PRUNED)
         self.told.add(trial_id)
 
     def get_state(self) -> dict:   # open Optuna studies are not pickled; they reopen from SQLite
-        return {k: v for k, v in self.__dict__.items() if k != "_studies"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_studies", "_counted_lost")}
 
     def set_state(self, state: dict) -> None:
         self.__dict__.update(state)
         self._studies = {}
-
-
-def reached_epochs(storage_url: str, study: str, arms) -> dict[str, int]:
-    """'<arm>/<optuna trial number>' -> the last epoch Optuna holds for every unfinished trial."""
-    reached = {}
-    for arm in arms:
-        try:
-            trials = optuna.load_study(study_name=study_name(study, arm), storage=storage_url).trials
-        except KeyError:
-            continue
-        for t in trials:
-            if t.state == TrialState.RUNNING and t.intermediate_values:
-                reached[f"{arm}/{t.number}"] = max(t.intermediate_values)
-    return reached
-
-
-class PerArmASHA(PickledState, FIFOScheduler):
-    """One ASHAScheduler per arm (keyed by the trial config's "arm"), so a trial only competes with
-    trials of the same architecture.
-
-    On `resume`, decisions the killed driver already made stand: a trial that Optuna records at
-    epoch N had been let past every rung before N, so ASHA may not stop it before N now (the
-    replayed results can reach ASHA in another order than before). PRUNED trials stop themselves
-    at their epoch (pruned_epochs, study/trainable.py)."""
-
-    def __init__(self, max_t: int, grace_period: int, reduction_factor: float, metric: str, mode: str,
-                 storage_url: str | None = None, study: str = "", arms=()):
-        super().__init__()
-        self._options = dict(time_attr="training_iteration", max_t=max_t, grace_period=grace_period,
-                             reduction_factor=reduction_factor, metric=metric, mode=mode)
-        self._metric, self._mode = metric, mode
-        self.by_arm: dict[str, ASHAScheduler] = {}
-        self.storage_url, self.study, self.arms = storage_url, study, list(arms)
-
-    def floor(self, trial) -> int:
-        """The epoch before which this trial may not be stopped (read from Optuna once per driver:
-        in a fresh run it never exceeds a trial's current epoch, so it changes nothing)."""
-        if getattr(self, "_floors", None) is None:
-            self._floors = (reached_epochs(storage_of(self), self.study, self.arms)
-                            if storage_of(self) else {})
-        return self._floors.get(f"{trial.config['arm']}/{trial.config.get('optuna_trial')}", 0)
-
-    def get_state(self) -> dict:   # the floors are the driver's, read again after a restore
-        return {k: v for k, v in self.__dict__.items() if k != "_floors"}
-
-    def __getstate__(self) -> dict:
-        return self.get_state()
-
-    def _asha(self, trial) -> ASHAScheduler:
-        arm = trial.config["arm"]
-        if arm not in self.by_arm:
-            self.by_arm[arm] = ASHAScheduler(**self._options)
-        return self.by_arm[arm]
-
-    def set_search_properties(self, metric, mode, **spec) -> bool:
-        return True   # metric and mode come from the spec
-
-    def on_trial_add(self, tune_controller, trial):
-        self._asha(trial).on_trial_add(tune_controller, trial)
-
-    def on_trial_result(self, tune_controller, trial, result):
-        decision = self._asha(trial).on_trial_result(tune_controller, trial, result)
-        if decision == TrialScheduler.STOP and result.get("epoch", 0) < self.floor(trial):
-            return TrialScheduler.CONTINUE
-        return decision
-
-    def on_trial_complete(self, tune_controller, trial, result):
-        self._asha(trial).on_trial_complete(tune_controller, trial, result)
-
-    def on_trial_remove(self, tune_controller, trial):
-        self._asha(trial).on_trial_remove(tune_controller, trial)
-
-    def on_trial_error(self, tune_controller, trial):
-        self._asha(trial).on_trial_error(tune_controller, trial)
-
-    def debug_string(self) -> str:
-        return "\n".join(f"{arm}: {asha.debug_string()}" for arm, asha in self.by_arm.items())
 
 
 class FixedConfigs(PickledState, Searcher):
@@ -283,3 +236,11 @@ class FixedConfigs(PickledState, Searcher):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         pass
+
+
+def __getattr__(name: str):
+    """Studies started before PerArmASHA had its own module name it here in their saved state."""
+    if name == "PerArmASHA":
+        from .asha import PerArmASHA
+        return PerArmASHA
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,6 +12,7 @@ finishing, which loses that trial's W&B history.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -23,6 +24,7 @@ import pyarrow.fs as pafs
 import ray
 import torch
 from ray import tune
+from ray.tune.utils.util import SafeFallbackEncoder
 
 from trainables.config import training_options
 from trainables.train import Trainer
@@ -46,13 +48,18 @@ def older_checkpoints(checkpoint: tune.Checkpoint) -> list[tune.Checkpoint]:
     current = CHECKPOINT_DIR.fullmatch(path.name)
     if current is None:
         return []
-    siblings = checkpoint.filesystem.get_file_info(pafs.FileSelector(str(path.parent)))
+    selector = pafs.FileSelector(str(path.parent), allow_not_found=True)   # S3 has no empty folders
+    siblings = checkpoint.filesystem.get_file_info(selector)
     older = []
     for sibling in siblings:
         match = CHECKPOINT_DIR.fullmatch(PurePosixPath(sibling.path).name)
         if match and sibling.type == pafs.FileType.Directory and int(match.group(1)) < int(current.group(1)):
             older.append((int(match.group(1)), sibling.path))
     return [tune.Checkpoint(folder, filesystem=checkpoint.filesystem) for _, folder in sorted(older, reverse=True)]
+
+
+def exists(checkpoint: tune.Checkpoint) -> bool:
+    return checkpoint.filesystem.get_file_info(checkpoint.path).type != pafs.FileType.NotFound
 
 
 def first_line(error: Exception) -> str:
@@ -95,17 +102,50 @@ class Trial(tune.Trainable):
         done = metrics["status"] != "running" or self.trainer.epoch == self.stop_at
         return {**metrics, "should_checkpoint": True, "done": done}
 
+    def train(self) -> dict:
+        """Tune's train(): step() and Tune's own fields. The whole report is kept, as the line
+        that Tune's JSON logger writes to result.json on the driver."""
+        result = super().train()
+        self.history.append(json.dumps(result, cls=SafeFallbackEncoder))
+        return result
+
     def save_checkpoint(self, checkpoint_dir: str) -> None:
-        torch.save({"trainer": self.trainer.state_dict(), "last": self.last},
+        """The trainer's state, and the trial's record: its config and every report so far. The
+        record is on storage when Tune registers the checkpoint, before the searcher tells Optuna
+        the trial's end; Tune uploads the driver's result.json and params.json only with its
+        experiment state, and a driver killed in between leaves a trial that Optuna holds as
+        finished without them (study/recovery.py rebuilds them from this)."""
+        torch.save({"trainer": self.trainer.state_dict(), "last": self.last, "history": self.history,
+                    "config": json.dumps(self.trial_config, cls=SafeFallbackEncoder)},
                    os.path.join(checkpoint_dir, STATE_FILE))
 
     def restore(self, checkpoint_path) -> None:
         """Tune's restore; remembers where the checkpoint lives (a local folder or a bucket), since
-        load_checkpoint only sees a local copy of it and may need its older siblings."""
+        load_checkpoint only sees a local copy of it and may need its older siblings.
+
+        Tune's saved experiment state can name a checkpoint that the trial's later checkpoints
+        have already pushed out of the kept three (the state is uploaded asynchronously; a driver
+        killed before the upload ends leaves an older one), and Tune refuses a checkpoint that is
+        gone. The trial then continues from the newest older sibling that exists (never a newer
+        one: Tune's copy of result.json may end at the missing checkpoint's epoch, and the epochs
+        after it must run again to be recorded), or from scratch, with a CheckpointFallbackWarning."""
         checkpoint = getattr(checkpoint_path, "checkpoint", checkpoint_path)   # Tune passes a result
-        self.restoring = (tune.Checkpoint.from_directory(checkpoint) if isinstance(checkpoint, str)
-                          else checkpoint)
-        super().restore(checkpoint_path)
+        if isinstance(checkpoint, str):
+            checkpoint = tune.Checkpoint.from_directory(checkpoint)
+        self.restoring, self.restore_failures = checkpoint, []
+        if exists(checkpoint):
+            super().restore(checkpoint_path)
+            return
+        self.restore_failures = [f"{PurePosixPath(checkpoint.path).name}: no longer on storage"]
+        older = older_checkpoints(checkpoint)
+        metrics = getattr(checkpoint_path, "metrics", None)   # Tune's time_total_s, kept
+        if not older:   # Tune's other counters are a fresh trial's already (a new or a reset actor)
+            self.restart_trainer()
+            self._time_total = (metrics or {}).get("time_total_s", 0.0)
+            self.warn_fallback(checkpoint, None)
+            return
+        self.restoring = older[0]
+        super().restore(older[0] if metrics is None else type(checkpoint_path)(older[0], metrics))
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
         """Continue from `checkpoint_dir`. If its state file is missing or does not load, continue
@@ -117,7 +157,7 @@ class Trial(tune.Trainable):
         epoch actually restored, so that training_iteration (what ASHA counts) stays equal to the
         trial's `epoch`."""
         asked = getattr(self, "restoring", None) or tune.Checkpoint.from_directory(checkpoint_dir)
-        failures, restored = [], None
+        failures, restored = list(getattr(self, "restore_failures", [])), None
         for checkpoint in [asked, *older_checkpoints(asked)]:
             name = PurePosixPath(checkpoint.path).name
             folder = nullcontext(checkpoint_dir) if checkpoint is asked else checkpoint.as_directory()
@@ -128,6 +168,7 @@ class Trial(tune.Trainable):
                 # replaced by a new Trainer below
                 self.trainer.load_state_dict(state["trainer"])
                 self.last = state["last"]
+                self.history = list(state.get("history", []))
             except Exception as e:   # a damaged file raises anything from EOFError to IndexError
                 failures.append(f"{name}: {type(e).__name__}: {first_line(e)}")
                 continue
@@ -136,12 +177,16 @@ class Trial(tune.Trainable):
         if restored is None:
             self.restart_trainer()
         if failures:
-            outcome = (f"continuing from {restored} (epoch {self.trainer.epoch}), so the "
-                       f"epochs after it run again" if restored is not None
-                       else "none of its checkpoints loads: restarting it from scratch (epoch 0)")
-            warnings.warn(f"trial {self.trial_id} ({PurePosixPath(asked.path).parent}): cannot load "
-                          f"{'; '.join(failures)}; {outcome}", CheckpointFallbackWarning)
+            self.restore_failures = failures
+            self.warn_fallback(asked, restored)
         self._iteration = self.trainer.epoch   # Tune's training_iteration: the epochs done
+
+    def warn_fallback(self, asked: tune.Checkpoint, restored: str | None) -> None:
+        outcome = (f"continuing from {restored} (epoch {self.trainer.epoch}), so the epochs after "
+                   f"it run again" if restored is not None
+                   else "none of its checkpoints loads: restarting it from scratch (epoch 0)")
+        warnings.warn(f"trial {self.trial_id} ({PurePosixPath(asked.path).parent}): cannot load "
+                      f"{'; '.join(self.restore_failures)}; {outcome}", CheckpointFallbackWarning)
 
     def restart_trainer(self) -> None:
         """A new Trainer at epoch 0 for this trial's config (the same seed: the same initial state)."""
@@ -149,6 +194,7 @@ class Trial(tune.Trainable):
         self.trainer = Trainer(training_options(config), self.data)
         self.epochs = self.trainer.run(test=config["phase"] == "confirm")   # starts at trainer.epoch
         self.last: dict | None = None   # the last epoch's metrics (kept in checkpoints)
+        self.history: list[str] = []      # every report so far, as result.json lines (ditto)
 
     def cleanup(self) -> None:
         if self.run is not None:

@@ -51,8 +51,11 @@ def state_file(trial_dir: Path, index: int) -> Path:
 
 def damage(path: Path, how: str) -> None:
     """Truncate, overwrite with garbage, delete, or (`partial`) keep a loadable file whose model
-    part applies but whose optimiser part is gone, so that loading fails half-way through."""
-    if how == "truncated":
+    part applies but whose optimiser part is gone, so that loading fails half-way through;
+    `deleted` removes the whole checkpoint folder (Tune's saved state can name such a one)."""
+    if how == "deleted":
+        shutil.rmtree(path.parent)
+    elif how == "truncated":
         path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
     elif how == "garbage":
         path.write_bytes(os.urandom(4096))
@@ -154,7 +157,7 @@ def test_intact_checkpoint_loads_without_warning(local_trial, uninterrupted, tmp
     assert_replays_exactly(trial, uninterrupted, first_epoch=4)
 
 
-@pytest.mark.parametrize("how", ["truncated", "garbage", "missing", "partial"])
+@pytest.mark.parametrize("how", ["truncated", "garbage", "missing", "partial", "deleted"])
 def test_damaged_checkpoint_falls_back_to_the_previous_one(local_trial, uninterrupted, tmp_path, how):
     trial, warned = restore(local_trial, uninterrupted, tmp_path, {2: how})
     assert trial.trainer.epoch == 2
@@ -192,8 +195,10 @@ def test_no_checkpoint_loads_restarts_from_scratch(local_trial, uninterrupted, t
 
 
 @pytest.mark.parametrize("damaged, epoch", [({2: "truncated"}, 2), ({2: "garbage", 1: "truncated"}, 1),
-                                            ({2: "truncated", 1: "garbage", 0: "truncated"}, 0)],
-                         ids=["previous", "older", "scratch"])
+                                            ({2: "truncated", 1: "garbage", 0: "truncated"}, 0),
+                                            ({2: "deleted", 1: "deleted"}, 1), ({2: "deleted", 0: "deleted",
+                                                                                 1: "deleted"}, 0)],
+                         ids=["previous", "older", "scratch", "deleted-older", "deleted-scratch"])
 def test_fallback_fetches_older_checkpoints_from_a_bucket(local_trial, uninterrupted, tmp_path, s3,
                                                           damaged, epoch):
     """The study stored in a bucket (moto S3 on 127.0.0.1): Tune hands load_checkpoint a downloaded

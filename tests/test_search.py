@@ -1,9 +1,13 @@
 """ArmSearch and PerArmASHA driven directly (real Optuna in SQLite; no Ray cluster needed)."""
+from types import SimpleNamespace
+
 import optuna
 import pytest
 from optuna.trial import TrialState
+from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
+from study.asha import PerArmASHA
 from study.search import ArmSearch, FixedConfigs, optuna_distribution, study_name
 
 ARMS = {"mlp": {"model": "mlp", "epochs": 3}, "resnet20": {"model": "resnet20", "epochs": 3}}
@@ -81,6 +85,44 @@ def test_restore_reuses_an_orphaned_optuna_trial(tmp_path):
     assert again["arm"] == lost["arm"] and again["optuna_trial"] == lost["optuna_trial"]
     assert again["lr"] == lost["lr"]
     assert len(states(tmp_path, "resnet20")) == 1   # no phantom trial left RUNNING beside it
+
+
+def test_trials_that_ended_after_the_saved_state_count_against_their_arm(tmp_path):
+    """The driver died after Tune saved its state with t0 running: t0 then ended (pruned), and t2
+    was asked and completed. On resume, t2 counts (it is not run again), and the arm gets no
+    third trial; the pruned trial's status attribute says so."""
+    search = make(tmp_path, trials=2)
+    search.suggest("t0"), search.suggest("t1")   # one per arm
+    search.save(tmp_path / "searcher.pkl")
+    search.on_trial_complete("t0", {"epoch": 1, "val_acc": 0.2, "status": "running"})
+    assert search.suggest("t2")["arm"] == "mlp"
+    search.on_trial_complete("t2", {"epoch": 3, "val_acc": 0.7, "status": "completed"})
+    restored = make(tmp_path, trials=2)
+    restored.restore(tmp_path / "searcher.pkl")
+    restored.on_trial_complete("t0", {"epoch": 1, "val_acc": 0.2, "status": "running"})   # replayed
+    assert restored.suggest("t3") is None   # mlp has its 2; resnet20's t1 is running
+    restored.on_trial_complete("t1", {"epoch": 3, "val_acc": 0.5, "status": "completed"})
+    assert restored.suggest("t4")["arm"] == "resnet20" and restored.suggest("t5") is Searcher.FINISHED
+    study = optuna.load_study(study_name=study_name("s", "mlp"), storage=restored.storage_url)
+    assert [(t.state, t.user_attrs) for t in study.trials] == [
+        (TrialState.PRUNED, {"ray_trial_id": "t0", "status": "pruned"}),
+        (TrialState.COMPLETE, {"ray_trial_id": "t2", "status": "completed"})]
+    assert len(states(tmp_path, "resnet20")) == 2
+
+
+def test_resumed_asha_meets_the_rungs_of_trials_its_state_lost(tmp_path):
+    """A trial that ended after Tune's saved state (recorded only in Optuna) still sets the cutoff
+    at its rungs for the arm's next trial."""
+    search = make(tmp_path)
+    search.suggest("t0")
+    for epoch, acc in ((1, 0.9), (2, 0.95)):
+        search.on_trial_result("t0", {"epoch": epoch, "val_acc": acc, "status": "running"})
+    search.on_trial_complete("t0", {"epoch": 3, "val_acc": 0.97, "status": "completed"})
+    asha = PerArmASHA(3, 1, 2, "val_acc", "max", f"sqlite:///{tmp_path / 'optuna.db'}", "s", ARMS)
+    weak = SimpleNamespace(trial_id="t2", config={"arm": "mlp", "optuna_trial": 1})
+    asha.on_trial_add(None, weak)
+    result = {"training_iteration": 1, "epoch": 1, "val_acc": 0.1}
+    assert asha.on_trial_result(None, weak, result) == TrialScheduler.STOP
 
 
 def test_same_seed_same_suggestions(tmp_path):
