@@ -9,6 +9,8 @@ confirmation on a local Ray), plus the figures and the report on synthetic frame
 """
 from __future__ import annotations
 
+import contextlib
+import io as io_module
 import json
 import os
 import re
@@ -35,12 +37,28 @@ def analysed(tiny, tmp_path_factory):
     """`archstudy analyze` on a copy of the tiny study (W&B offline), once for this module."""
     out = tmp_path_factory.mktemp("analysed") / "tiny"
     shutil.copytree(tiny.out, out)
-    code = main(["analyze", str(out), "--wandb-mode", "offline"])
-    return out, code
+    printed = io_module.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["analyze", str(out), "--wandb-mode", "offline"])
+    return out, code, printed.getvalue()
+
+
+def test_analyze_prints_the_headline_first_then_where_the_details_are(analysed):
+    out, _, printed = analysed
+    lines = printed.splitlines()
+    assert lines[0].startswith("Answer (val_acc, mean over confirmation seeds with its 95% CI)")
+    assert lines[1].split() == ["arm", "mean", "95%", "CI", "n"]
+    assert {lines[2].split()[0], lines[3].split()[0]} == {"mlp-w1-h32", "resnet20-w0.125"}
+    details = next(i for i, line in enumerate(lines) if line.startswith("report: "))
+    assert details <= 20 and lines[details:] == [f"report: {out / 'report.html'}",
+                                                f"answers: {out / 'answers.md'}, {out / 'answers.json'}"]
+    assert any(line.startswith("- Depth") for line in lines[:details])
+    html = (out / "report.html").read_text()
+    assert html.index("id='headline'") < html.index("<h2>0. Budget")
 
 
 def test_analyze_writes_answers_and_report(analysed):
-    out, code = analysed
+    out, code, _ = analysed
     assert code == 0
     answers = json.loads((out / "answers.json").read_text())
     assert set(SECTIONS) <= set(answers)
@@ -71,7 +89,7 @@ def test_tiny_study_answers_say_when_evidence_is_thin(analysed):
 
 
 def test_analysis_run_is_logged_to_wandb_offline(analysed, tiny):
-    out, _ = analysed
+    out = analysed[0]
     folders = [f for f in (out / "wandb").glob("offline-run-*") if "analysis" in f.name]
     assert len(folders) == 1, sorted(f.name for f in (out / "wandb").glob("offline-run-*"))
     records = wandb_records(next(folders[0].glob("*.wandb")))
