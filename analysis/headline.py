@@ -35,18 +35,20 @@ def _limited(rows: list[dict]) -> str:
     return f" (budget-limited: {', '.join(arms)} did not train)" if arms else ""
 
 
+def _clause(head: str, sep: str, r: dict, key: str, what: str, level: float) -> str:
+    """'<head><sep><verdict> (<what><value> per layer, 95% CI lo to hi)', or without the numbers
+    when the verdict is 'too few ...'; `sep` joins head and verdict (' ' or ': ')."""
+    if r[key] is None or r["verdict"].startswith("too few"):
+        return f"{head}: {r['verdict']}" if head else r["verdict"]
+    return (f"{head}{sep if head else ''}{r['verdict']} ({what}{r[key]:+.3g} per layer, "
+            f"{ci(r['ci_lo'], r['ci_hi'], level)})")
+
+
 def _depth(trend: list[dict], level: float) -> str:
     rows = [r for r in trend if r.get("column") == DEPTH_COLUMN]
     if not rows:
         return "Depth: no line of plain or residual arms to study."
-    parts = []
-    for r in rows:
-        name = line_name(r["family"], r["series"])
-        if r["slope"] is None or r["verdict"].startswith("too few"):
-            parts.append(f"{name}: {r['verdict']}")
-        else:
-            parts.append(f"{name} {r['verdict']} ({r['slope']:+.3g} per layer, "
-                         f"{ci(r['ci_lo'], r['ci_hi'], level)})")
+    parts = [_clause(line_name(r["family"], r["series"]), " ", r, "slope", "", level) for r in rows]
     return "Depth (final training loss against depth): " + "; ".join(parts) + "." + _limited(rows)
 
 
@@ -54,14 +56,8 @@ def _plain_vs_residual(gap: list[dict], level: float) -> str:
     rows = [r for r in gap if r.get("column") == DEPTH_COLUMN]
     if not rows:
         return "Plain vs residual: no plain and residual arms at matched depths."
-    parts = []
-    for r in rows:
-        where = "" if len(rows) == 1 else f"{'with' if r['batchnorm'] else 'without'} BatchNorm: "
-        if r["diff"] is None or r["verdict"].startswith("too few"):
-            parts.append(f"{where}{r['verdict']}")
-        else:
-            parts.append(f"{where}{r['verdict']} (plain minus residual slope {r['diff']:+.3g} per "
-                         f"layer, {ci(r['ci_lo'], r['ci_hi'], level)})")
+    parts = [_clause("" if len(rows) == 1 else f"{'with' if r['batchnorm'] else 'without'} BatchNorm",
+                     ": ", r, "diff", "plain minus residual slope ", level) for r in rows]
     return "Plain vs residual: " + "; ".join(parts) + "." + _limited(rows)
 
 
