@@ -9,17 +9,22 @@
     archstudy models
 
 Spec errors print one line (key path, bad value, what is allowed) and exit with code 2, before Ray
-starts and before anything is written.
+starts and before anything is written. `run` and `resume` stopped by Ctrl+C (SIGINT) or a
+scheduler's SIGTERM exit with 130 or 143, the current phase unfinished, and say on their last line
+how to continue (`archstudy resume DIR`).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 
 from trainables.data import DatasetUnavailable
 
 from .errors import StudyError
+from . import interrupt
+from .interrupt import Interrupted, catching
 from .spec_errors import SpecError
 from .spec_file import json_schema, load_spec
 from .storage import join
@@ -81,19 +86,34 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+def run_to_the_end(study, data) -> int:
+    """Run the study's remaining phases and print its results; on a stop signal, say where it
+    stopped and how to go on."""
+    interrupt.resume_hint = f"continue with: archstudy resume {shlex.quote(str(study.store))}"
+    try:
+        study.run(data)
+        return finish(study)
+    except Interrupted as e:
+        phase = study.state().get("phase", "search")
+        where = "the study is done, its analysis was cut short" if phase == "done" else \
+            f"the {phase} phase is unfinished (nothing of it is confirmed or analysed)"
+        print(f"\ninterrupted by {e.name}: {where}; {interrupt.resume_hint}", file=sys.stderr)
+        return e.exit_code
+
+
 def cmd_run(args) -> int:
     spec = load_spec(args.spec).with_overrides(name=args.name, storage=args.storage,
                                                wandb_mode=args.wandb_mode)
     from . import runner
-    data = runner.study_data(spec)
-    runner.check_new_study(spec)
-    runner.start_ray(args.address)
-    if args.address:
-        from .cluster import check_cluster
-        check_cluster(spec)
-    study = runner.prepare(spec)
-    study.run(data)
-    return finish(study)
+    with catching():   # a signal before the study folder exists: nothing to resume
+        data = runner.study_data(spec)
+        runner.check_new_study(spec)
+        runner.start_ray(args.address)
+        if args.address:
+            from .cluster import check_cluster
+            check_cluster(spec)
+        study = runner.prepare(spec)
+        return run_to_the_end(study, data)
 
 
 def cmd_submit(args) -> int:
@@ -112,11 +132,16 @@ def cmd_submit(args) -> int:
 
 def cmd_resume(args) -> int:
     from . import runner
-    study = runner.reopen(args.dir)
-    data = runner.study_data(study.spec)
-    runner.start_ray(args.address)
-    study.run(data)
-    return finish(study)
+    with catching():
+        study = runner.reopen(args.dir)
+        try:
+            data = runner.study_data(study.spec)
+            runner.start_ray(args.address)
+        except Interrupted as e:
+            print(f"interrupted by {e.name} before the study went on; continue with: archstudy "
+                  f"resume {shlex.quote(str(study.store))}", file=sys.stderr)
+            return e.exit_code
+        return run_to_the_end(study, data)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -165,6 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     except (SpecError, StudyError, DatasetUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:   # before a study folder was written (or reopened)
+        print(f"interrupted by {e.name} before anything ran", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:   # Ctrl+C outside `run` and `resume`
+        print("interrupted by SIGINT", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
