@@ -104,24 +104,29 @@ def unconfirmed(trials: pd.DataFrame | None, metric: str) -> str:
     """Why the arms without a completed confirmation run with a final `metric` have none, e.g.
     'a: every search trial diverged (3), so it was not confirmed; b: its confirmation runs
     diverged 2', for sentences that would otherwise only say an arm is missing."""
+    return "; ".join(f"{arm}: {why}" for arm, why in unconfirmed_arms(trials, metric).items())
+
+
+def unconfirmed_arms(trials: pd.DataFrame | None, metric: str) -> dict[str, str]:
+    """arm -> why it has no completed confirmation run with a final `metric` (see unconfirmed)."""
     frame = rows(trials, need=(f"final_{metric}",))
-    reasons = []
+    reasons = {}
     for arm, g in frame.groupby("arm", sort=False):
         confirm = g[g["phase"] == "confirm"]
         if (confirm["status"].eq("completed") & confirm[f"final_{metric}"].notna()).any():
             continue
         if len(confirm):
             counts = confirm["status"].value_counts()
-            reasons.append(f"{arm}: its confirmation runs " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+            reasons[arm] = "its confirmation runs " + ", ".join(f"{k} {v}" for k, v in counts.items())
             continue
         search = g[g["phase"] == "search"]["status"].value_counts()
         if len(search) == 1 and search.index[0] in ("diverged", "error"):
             how = {"diverged": "diverged", "error": "failed"}[search.index[0]]
-            reasons.append(f"{arm}: every search trial {how} ({search.iloc[0]}), so it was not confirmed")
+            reasons[arm] = f"every search trial {how} ({search.iloc[0]}), so it was not confirmed"
         else:
-            reasons.append(f"{arm}: no completed search trial ("
-                           + ", ".join(f"{k} {v}" for k, v in search.items()) + "), so it was not confirmed")
-    return "; ".join(reasons)
+            reasons[arm] = ("no completed search trial (" + ", ".join(f"{k} {v}" for k, v in search.items())
+                            + "), so it was not confirmed")
+    return {str(arm): why for arm, why in reasons.items()}
 
 
 def _is_int(value) -> bool:

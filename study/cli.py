@@ -59,6 +59,9 @@ def finish(study) -> int:
     print(f"\n{study.spec.metric} over seeds (confirmation phase):")
     for row in table.itertuples():
         print(f"  {row.arm:<18} {row.mean:.4f} +/- {0 if pd.isna(row.std) else row.std:.4f}  (n={row.seeds})")
+    from analysis.common import unconfirmed_arms
+    for arm, why in unconfirmed_arms(trials, study.spec.metric).items():   # a result too
+        print(f"  {arm:<18} no result: {why}")
     counts = trials.groupby(["phase", "status"]).size().to_dict()
     print("trials: " + ", ".join(f"{p}/{s} {n}" for (p, s), n in counts.items()))
     analyze_and_print([str(study.store)], None, None, False)
