@@ -243,12 +243,8 @@ class Study:
             self.store.fetch_results(done)
         trials = tables.write_tables(self.out, self.spec)["trials"]
         self.store.upload("optuna.db", "trials.parquet", "epochs.parquet", "gradflow.parquet")
-        if failed := tables.failed_arms(trials, phase, self.spec.arm_names):
-            (arm, cause), several = next(iter(failed.items())), len(failed) > 1
-            raise StudyError(f"{phase}: every trial of arm{'s' * several} {', '.join(map(repr, failed))} "
-                             f"failed (first error{f' in {arm!r}' * several}: {cause}); fix the cause, "
-                             f"then `archstudy resume {shlex.quote(str(self.store))}` runs the failed trials again "
-                             "(tracebacks: the trials' error.txt, driver.log)")
+        if problem := tables.phase_problem(trials, phase, self.spec, shlex.quote(str(self.store))):
+            raise StudyError(problem)
         self.mark(phase=PHASES[PHASES.index(phase) + 1] if phase != PHASES[-1] else "done")
 
     def run(self, data=None) -> None:

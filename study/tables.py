@@ -193,6 +193,41 @@ def failed_arms(trials: pd.DataFrame, phase: str, arms) -> dict[str, str]:
     return failed
 
 
+def missing_trials(trials: pd.DataFrame, phase: str, spec) -> dict[str, str]:
+    """arm -> what `phase` lacks for it: search trials short of trials_per_arm, or confirmation runs
+    other than one per seed for an arm that had a completed search trial (a phase whose Tune state
+    could not be restored whole ends like that)."""
+    mine = trials[trials.phase == phase] if len(trials) else trials
+    missing = {}
+    for arm in spec.arm_names:
+        rows = mine[mine.arm == arm] if len(mine) else mine
+        if phase == "search" and len(rows) < spec.search.trials_per_arm:
+            missing[arm] = f"{len(rows)} of {spec.search.trials_per_arm} search trials"
+        searched = trials[(trials.phase == "search") & (trials.arm == arm)] if len(trials) else trials
+        if phase == "confirm" and (searched.status == "completed").any() \
+                and sorted(rows.seed.tolist()) != sorted(spec.seeds):
+            missing[arm] = f"confirmation runs with seeds {sorted(rows.seed.tolist())}, not {sorted(spec.seeds)}"
+    return missing
+
+
+def phase_problem(trials: pd.DataFrame, phase: str, spec, folder: str) -> str | None:
+    """Why `phase` has no usable result for some arm (one line), or None: the study must not go
+    past such a phase. An arm whose trials all diverged is a result, not a problem."""
+    if failed := failed_arms(trials, phase, spec.arm_names):
+        (arm, cause), several = next(iter(failed.items())), len(failed) > 1
+        return (f"{phase}: every trial of arm{'s' * several} {', '.join(map(repr, failed))} failed "
+                f"(first error{f' in {arm!r}' * several}: {cause}); fix the cause, then `archstudy "
+                f"resume {folder}` runs the failed trials again (tracebacks: the trials' error.txt, "
+                "driver.log)")
+    if missing := missing_trials(trials, phase, spec):
+        return (f"{phase}: the phase ended with trials missing ("
+                + "; ".join(f"arm {arm!r}: {what}" for arm, what in missing.items())
+                + "): Ray Tune's saved state of it was not restored whole (see driver.log)"
+                + (f"; move {folder}/confirm aside and `archstudy resume {folder}` runs the "
+                   "confirmation again" if phase == "confirm" else ""))
+    return None
+
+
 def best_rerun(out: Path, arm: str, spec) -> dict | None:
     """The searched options of the arm's best completed search trial in trials.parquet, for an arm
     whose Optuna study holds no completed trial: its trials failed, Optuna recorded them as FAIL
