@@ -112,6 +112,7 @@ def cmd_run(args) -> int:
         data = runner.study_data(spec)
         runner.check_new_study(spec)
         runner.start_ray(args.address)
+        interrupt.reinstall()
         if args.address:
             from .cluster import check_cluster
             check_cluster(spec)
@@ -140,6 +141,7 @@ def cmd_resume(args) -> int:
         try:
             data = runner.study_data(study.spec)
             runner.start_ray(args.address)
+            interrupt.reinstall()
         except Interrupted as e:
             print(f"interrupted by {e.name} before the study went on; continue with: archstudy "
                   f"resume {shlex.quote(str(study.store))}", file=sys.stderr)

@@ -113,6 +113,7 @@ def catching():
     if outer:
         _State.saved = {s: signal.getsignal(s) for s in SIGNALS}
         _State.signum = None
+        tune_handler = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
     # Tune would otherwise install its own SIGINT handler for the duration of fit()
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     for s in SIGNALS:
@@ -125,6 +126,17 @@ def catching():
         if outer:
             for s, handler in _State.saved.items():   # None: a handler set outside Python (Ray's)
                 signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+            if tune_handler is None:
+                os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+            else:
+                os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = tune_handler
+
+
+def reinstall() -> None:
+    """Within catching(), after ray.init: it replaces SIGTERM's handler with its own, which aborts."""
+    if _State.depth and threading.current_thread() is threading.main_thread():
+        for s in SIGNALS:
+            signal.signal(s, _handle)
 
 
 @contextmanager
