@@ -206,7 +206,8 @@ def missing_trials(trials: pd.DataFrame, phase: str, spec) -> dict[str, str]:
         searched = trials[(trials.phase == "search") & (trials.arm == arm)] if len(trials) else trials
         if phase == "confirm" and (searched.status == "completed").any() \
                 and sorted(rows.seed.tolist()) != sorted(spec.seeds):
-            missing[arm] = f"confirmation runs with seeds {sorted(rows.seed.tolist())}, not {sorted(spec.seeds)}"
+            missing[arm] = (f"confirmation runs with seeds {sorted(rows.seed.tolist())}, "
+                            f"not {sorted(spec.seeds)}")
     return missing
 
 

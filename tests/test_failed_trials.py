@@ -88,7 +88,8 @@ def test_failed_trials_are_rows_with_their_cause(too_big):
         steady = trials[trials.arm != TOO_BIG]
         assert len(steady) == 2 and set(steady.status) <= {"completed", "pruned"}
         assert steady.error.isna().all()
-    study = optuna.load_study(study_name=study_name("toobig", TOO_BIG), storage=f"sqlite:///{out / 'optuna.db'}")
+    study = optuna.load_study(study_name=study_name("toobig", TOO_BIG),
+                              storage=f"sqlite:///{out / 'optuna.db'}")
     assert [(t.state.name, t.user_attrs.get("status")) for t in study.trials] == [("FAIL", "error")] * 2
 
 
@@ -132,9 +133,11 @@ def test_resume_runs_failed_trials_again_once_the_cause_is_gone(ray_local, study
 def test_a_study_in_which_every_trial_diverged_finishes_and_says_so(ray_local, study_env, tmp_path,
                                                                      capsys):
     path = tmp_path / "boom.yaml"
-    text = small_spec(tmp_path / "results", "boom", ["model: mlp, hidden: [32]", "model: mlp, hidden: [16]"], 1)
-    path.write_text(text.replace("    batch_size: 32\n", "    batch_size: 32\n    lr: 1.0e6\n")
-                        .replace("    lr: {loguniform: [0.001, 0.3]}\n", "    momentum: {uniform: [0.0, 0.9]}\n"))
+    text = small_spec(tmp_path / "results", "boom",
+                      ["model: mlp, hidden: [32]", "model: mlp, hidden: [16]"], 1)
+    text = text.replace("    batch_size: 32\n", "    batch_size: 32\n    lr: 1.0e6\n")
+    path.write_text(text.replace("    lr: {loguniform: [0.001, 0.3]}\n",
+                                 "    momentum: {uniform: [0.0, 0.9]}\n"))
     assert cli.main(["run", str(path)]) == 0   # a result, not a fault
     out = tmp_path / "results" / "boom"
     assert phase_of(out) == "done"

@@ -59,8 +59,9 @@ def reports_in(out: Path, phase: str) -> int:
 
 def finished_in_confirm(out: Path) -> int:
     folder = out / "confirm"
-    return sum(1 for d in folder.iterdir() if (rows := read_results(d)) and rows[-1]["status"] == "completed") \
-        if folder.is_dir() else 0
+    if not folder.is_dir():
+        return 0
+    return sum(1 for d in folder.iterdir() if (rows := read_results(d)) and rows[-1]["status"] == "completed")
 
 
 def phase_of(out: Path) -> str | None:
