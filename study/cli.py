@@ -22,8 +22,8 @@ import sys
 
 from trainables.data import DatasetUnavailable
 
-from .errors import StudyError
 from . import interrupt
+from .errors import StudyError
 from .interrupt import Interrupted, catching
 from .spec_errors import SpecError
 from .spec_file import json_schema, load_spec

@@ -211,7 +211,7 @@ class Study:
                 best[arm] = {**config, **rerun, "arm": arm}
             else:
                 print(f"warning: arm {arm!r} has no completed search trial; it is not confirmed "
-                      "(its search trials diverged)", file=sys.stderr)
+                      f"(its search trials: {tables.statuses(self.out, 'search', arm)})", file=sys.stderr)
         return best
 
     # ---- phases ----

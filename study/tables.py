@@ -229,6 +229,14 @@ def phase_problem(trials: pd.DataFrame, phase: str, spec, folder: str) -> str | 
     return None
 
 
+def statuses(out: Path, phase: str, arm: str) -> str:
+    """'diverged 2, pruned 1': the statuses of an arm's trials in `phase`, from trials.parquet."""
+    path = out / "trials.parquet"
+    trials = pd.read_parquet(path) if path.exists() else pd.DataFrame(columns=["phase", "arm", "status"])
+    mine = trials[(trials.phase == phase) & (trials.arm == arm)]
+    return ", ".join(f"{status} {n}" for status, n in mine.status.value_counts().items()) or "none"
+
+
 def best_rerun(out: Path, arm: str, spec) -> dict | None:
     """The searched options of the arm's best completed search trial in trials.parquet, for an arm
     whose Optuna study holds no completed trial: its trials failed, Optuna recorded them as FAIL
