@@ -29,6 +29,7 @@ from contextlib import contextmanager
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 STOP_GRACE_S = 120   # Tune stops its trials and saves its state within seconds
+RAY_GONE_S = 1.0     # Ray's processes end within this after a SIGTERM to them
 resume_hint = ""     # the last line's advice when the process stops at once (set by the CLI)
 
 
@@ -65,6 +66,10 @@ def _handle(signum, frame) -> None:
     if _State.tuning:
         stop = signal.getsignal(signal.SIGUSR1)
         if first and callable(stop):   # Tune's: ends the run loop, then saves the experiment's state
+            # Not once Ray is gone: Tune would start copying the trials' logs to the study folder,
+            # and be cut short in the middle of a file by the stop below (a log would lose lines).
+            if signum == signal.SIGTERM and _ray_lost(within=RAY_GONE_S):
+                _stop_now("the signal stopped Ray's own processes too")
             stop(signum, frame)
             threading.Thread(target=_watch_the_stop, daemon=True).start()
             return
@@ -73,14 +78,21 @@ def _handle(signum, frame) -> None:
     raise Interrupted(_State.signum)
 
 
-def _ray_lost() -> bool:
-    """Whether a process of the local Ray instance this driver started has died."""
-    try:
-        from ray._private import worker
-        node = worker._global_node
-        return node is not None and bool(node.dead_processes())
-    except Exception:   # Ray's internals changed, or Ray was shut down meanwhile
-        return False
+def _ray_lost(within: float = 0.0) -> bool:
+    """Whether a process of the local Ray instance this driver started has died (or does so
+    `within` seconds: a SIGTERM to the process group reaches Ray's processes at the same time)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            from ray._private import worker
+            node = worker._global_node
+            if node is not None and node.dead_processes():
+                return True
+        except Exception:   # Ray's internals changed, or Ray was shut down meanwhile
+            return False
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
 
 
 def _watch_the_stop() -> None:
