@@ -100,6 +100,35 @@ def left_out_text(counts: dict[str, dict[str, int]]) -> str:
                      for arm, c in counts.items())
 
 
+def unconfirmed(trials: pd.DataFrame | None, metric: str) -> str:
+    """Why the arms without a completed confirmation run with a final `metric` have none, e.g.
+    'a: every search trial diverged (3), so it was not confirmed; b: its confirmation runs
+    diverged 2', for sentences that would otherwise only say an arm is missing."""
+    return "; ".join(f"{arm}: {why}" for arm, why in unconfirmed_arms(trials, metric).items())
+
+
+def unconfirmed_arms(trials: pd.DataFrame | None, metric: str) -> dict[str, str]:
+    """arm -> why it has no completed confirmation run with a final `metric` (see unconfirmed)."""
+    frame = rows(trials, need=(f"final_{metric}",))
+    reasons = {}
+    for arm, g in frame.groupby("arm", sort=False):
+        confirm = g[g["phase"] == "confirm"]
+        if (confirm["status"].eq("completed") & confirm[f"final_{metric}"].notna()).any():
+            continue
+        if len(confirm):
+            counts = confirm["status"].value_counts()
+            reasons[arm] = "its confirmation runs " + ", ".join(f"{k} {v}" for k, v in counts.items())
+            continue
+        search = g[g["phase"] == "search"]["status"].value_counts()
+        if len(search) == 1 and search.index[0] in ("diverged", "error"):
+            how = {"diverged": "diverged", "error": "failed"}[search.index[0]]
+            reasons[arm] = f"every search trial {how} ({search.iloc[0]}), so it was not confirmed"
+        else:
+            reasons[arm] = ("no completed search trial (" + ", ".join(f"{k} {v}" for k, v in search.items())
+                            + "), so it was not confirmed")
+    return {str(arm): why for arm, why in reasons.items()}
+
+
 def _is_int(value) -> bool:
     try:
         return float(value).is_integer()

@@ -28,7 +28,7 @@ import pandas as pd
 
 from . import budget
 from .common import (TRAIN_LOSS, ci, jsonable, left_out, left_out_text, line_name, num, pval,
-                     records, rows, sci, test_column)
+                     records, rows, sci, test_column, unconfirmed)
 from .convergence import epochs_to_fraction, final_gap, generalisation_gap
 from .depth import degradation_gap, depth_trend, matched_pairs
 from .ranking import pairwise, ranking
@@ -109,7 +109,9 @@ def _limited(arms: list) -> str:
 def _ranking(table, trials, metric: str, mode: str, level: float) -> dict:
     scored = table[table["n"] > 0]
     if scored.empty:
-        return {"ranking": table, "text": [f"No completed confirmation trials: nothing to rank on {metric}."]}
+        why = unconfirmed(trials, metric)
+        return {"ranking": table, "text": [f"No completed confirmation trials: nothing to rank on "
+                                           f"{metric}" + (f" ({why})." if why else ".")]}
     better = "higher" if mode == "max" else "lower"
     text = [f"Ranking on final {label(metric)} ({better} is better), mean over confirmation seeds: "
             + "; ".join(f"{r.position}. {r.arm} {num(r.mean)} ({ci(r.ci_lo, r.ci_hi, level)}, n={r.n})"
@@ -141,7 +143,10 @@ def _ranking(table, trials, metric: str, mode: str, level: float) -> dict:
 def _pairwise(trials, metric: str, mode: str, level: float, order: list, flags) -> dict:
     table = budget.mark(pairwise(trials, metric, mode, level, order=order), ("arm_a", "arm_b"), flags)
     if table.empty:
-        return {"pairwise": table, "text": ["Fewer than two arms: no pairs to compare."]}
+        arms, why = rows(trials)["arm"].nunique(), unconfirmed(trials, metric)
+        return {"pairwise": table, "text": ["Fewer than two arms: no pairs to compare." if arms < 2 else
+                                            f"No pairs to compare: {len(order)} of the {arms} arms have "
+                                            f"confirmation runs ({why})."]}
     counts = table["verdict"].value_counts()
     decided = table[table["verdict"].isin(["a better", "b better"])]
     alpha = 1 - level

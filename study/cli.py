@@ -10,18 +10,23 @@
 
 Spec errors print one line (key path, bad value, what is allowed) and exit with code 2, before Ray
 starts and before anything is written. Any command piped into `head` ends quietly when `head` has
-read its fill (exit code 141, as for a process that SIGPIPE ended: trainables/pipes.py).
+read its fill (exit code 141, as for a process that SIGPIPE ended: trainables/pipes.py). `run` and
+`resume` stopped by Ctrl+C (SIGINT) or a scheduler's SIGTERM exit with 130 or 143, the current
+phase unfinished, and say on their last line how to continue (`archstudy resume DIR`).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 
 from trainables.data import DatasetUnavailable
 from trainables.pipes import quiet_on_broken_pipe
 
+from . import interrupt
 from .errors import StudyError
+from .interrupt import Interrupted, catching
 from .spec_errors import SpecError
 from .spec_file import json_schema, load_spec
 from .storage import join
@@ -58,6 +63,9 @@ def finish(study) -> int:
     print()
     analyze_and_print([str(study.store)], None, None, False)
     trials = pd.read_parquet(study.out / "trials.parquet")
+    from analysis.common import unconfirmed_arms
+    for arm, why in unconfirmed_arms(trials, study.spec.metric).items():   # a result too
+        print(f"  {arm:<18} no result: {why}")
     counts = trials.groupby(["phase", "status"]).size().to_dict()
     print("trials: " + ", ".join(f"{p}/{s} {n}" for (p, s), n in counts.items()))
     print(f"results: {study.store}")
@@ -96,21 +104,37 @@ def check_local_resources(spec, address: str | None) -> None:
         check_local_resources(spec)
 
 
+def run_to_the_end(study, data) -> int:
+    """Run the study's remaining phases and print its results; on a stop signal, say where it
+    stopped and how to go on."""
+    interrupt.resume_hint = f"continue with: archstudy resume {shlex.quote(str(study.store))}"
+    try:
+        study.run(data)
+        return finish(study)
+    except Interrupted as e:
+        phase = study.state().get("phase", "search")
+        where = "the study is done, its analysis was cut short" if phase == "done" else \
+            f"the {phase} phase is unfinished (nothing of it is confirmed or analysed)"
+        print(f"\ninterrupted by {e.name}: {where}; {interrupt.resume_hint}", file=sys.stderr)
+        return e.exit_code
+
+
 def cmd_run(args) -> int:
     spec = load_spec(args.spec).with_overrides(name=args.name, storage=args.storage,
                                                wandb_mode=args.wandb_mode)
     check_local_resources(spec, args.address)
     from . import runner
-    data = runner.study_data(spec)
-    runner.check_new_study(spec)
-    runner.start_ray(args.address)
-    check_local_resources(spec, args.address)
-    if args.address:
-        from .cluster import check_cluster
-        check_cluster(spec)
-    study = runner.prepare(spec)
-    study.run(data)
-    return finish(study)
+    with catching():   # a signal before the study folder exists: nothing to resume
+        data = runner.study_data(spec)
+        runner.check_new_study(spec)
+        runner.start_ray(args.address)
+        check_local_resources(spec, args.address)
+        interrupt.reinstall()
+        if args.address:
+            from .cluster import check_cluster
+            check_cluster(spec)
+        study = runner.prepare(spec)
+        return run_to_the_end(study, data)
 
 
 def cmd_submit(args) -> int:
@@ -129,13 +153,19 @@ def cmd_submit(args) -> int:
 
 def cmd_resume(args) -> int:
     from . import runner
-    study = runner.reopen(args.dir)
-    data = runner.study_data(study.spec)
-    check_local_resources(study.spec, args.address)
-    runner.start_ray(args.address)
-    check_local_resources(study.spec, args.address)
-    study.run(data)
-    return finish(study)
+    with catching():
+        study = runner.reopen(args.dir)
+        try:
+            data = runner.study_data(study.spec)
+            check_local_resources(study.spec, args.address)
+            runner.start_ray(args.address)
+            check_local_resources(study.spec, args.address)
+            interrupt.reinstall()
+        except Interrupted as e:
+            print(f"interrupted by {e.name} before the study went on; continue with: archstudy "
+                  f"resume {shlex.quote(str(study.store))}", file=sys.stderr)
+            return e.exit_code
+        return run_to_the_end(study, data)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -187,6 +217,12 @@ def main(argv: list[str] | None = None) -> int:
     except (SpecError, StudyError, DatasetUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:   # before a study folder was written (or reopened)
+        print(f"interrupted by {e.name} before anything ran", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:   # Ctrl+C outside `run` and `resume`
+        print("interrupted by SIGINT", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

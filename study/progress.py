@@ -8,6 +8,8 @@ import time
 
 from ray import tune
 
+from . import interrupt
+
 PRINT_EVERY = 15.0   # seconds between progress blocks
 
 
@@ -55,4 +57,5 @@ class ProgressCallback(tune.Callback):
             self.report(trials)
 
     def on_experiment_end(self, trials, **info):
-        self.report(trials, final=True)
+        if not interrupt.requested():   # Tune has just stopped the running trials: not "done"
+            self.report(trials, final=True)

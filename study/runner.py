@@ -4,9 +4,14 @@ best configuration over every seed), both on Ray Tune, then writes the result ta
     archstudy run study/specs/quick.yaml        # or: python -m study run ...
     archstudy resume ~/archstudy-results/quick
 
-Output folder `<storage>/<name>/`: spec.yaml (resolved), study.json (phase progress), search/ and
-confirm/ (Ray experiment folders), optuna.db, wandb/, trials.parquet, epochs.parquet,
-gradflow.parquet.
+Output folder `<storage>/<name>/`: spec.yaml (resolved), study.json (phase progress, the spec it
+started with), search/ and confirm/ (Ray experiment folders), optuna.db, wandb/, trials.parquet,
+epochs.parquet, gradflow.parquet, driver.log (Ray's log records, with tracebacks).
+
+A phase is marked done in study.json only when it ran to its end and every arm has a usable result
+in it: a phase stopped by a signal (study/interrupt.py), or one in which every trial of an arm
+failed, stays the current phase, and `archstudy resume` runs it again (Tune continues its trials;
+failed ones are retried).
 """
 from __future__ import annotations
 
@@ -14,10 +19,8 @@ import json
 import logging
 import os
 import shlex
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,8 +31,9 @@ from ray.tune.search import ConcurrencyLimiter
 
 from trainables.data import load_data
 
-from . import recovery, search, tables
+from . import interrupt, logs, recovery, search, tables
 from .errors import StudyError
+from .folder import check_new_study, check_unchanged, read_state, resolved
 from .progress import ProgressCallback
 from .asha import PerArmASHA
 from .search import ArmSearch, FixedConfigs, pruned_epochs, study_name
@@ -123,7 +127,7 @@ class Study:
 
     # ---- state ----
     def state(self) -> dict:
-        return json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
+        return read_state(self.out)
 
     def mark(self, **changes) -> None:
         write_atomic(self.state_path, json.dumps({**self.state(), **changes}, indent=1))
@@ -158,6 +162,7 @@ class Study:
             checkpoint_config=tune.CheckpointConfig(num_to_keep=3),
             failure_config=tune.FailureConfig(max_failures=self.spec.failure.max_retries),
             callbacks=[ProgressCallback(phase, self.spec), tables.ResultLog(), tables.ProgressLog(),
+                       logs.TrialErrorLines(phase, self.store),
                        UploadCallback(self.store, "optuna.db", "study.json"),
                        recovery.ForgetGoneCheckpoints(), *self.callbacks])
 
@@ -176,11 +181,13 @@ class Study:
                               scheduler=scheduler, num_samples=len(s.arms) * s.search.trials_per_arm,
                               reuse_actors=True, trial_dirname_creator=trial_dirname))
 
-    def confirm_tuner(self, data) -> tune.Tuner:
+    def confirm_tuner(self, data) -> tune.Tuner | None:
+        """None when no arm has a configuration to confirm (every search trial diverged: a result,
+        which the analysis reports)."""
         configs = [{**config, "seed": seed, "phase": "confirm"}
                    for config in self.best_configs().values() for seed in self.spec.seeds]
         if not configs:
-            raise StudyError("no arm has a completed search trial to confirm; see trials.parquet")
+            return None
         return tune.Tuner(self.trainable(data), run_config=self.run_config("confirm"),
                           tune_config=tune.TuneConfig(
                               search_alg=FixedConfigs(configs),
@@ -192,63 +199,70 @@ class Study:
         import optuna
         best = {}
         for arm, config in self.arm_configs().items():
-            study = optuna.load_study(study_name=study_name(self.spec.name, arm),
-                                      storage=self.optuna_url)
+            try:
+                study = optuna.load_study(study_name=study_name(self.spec.name, arm),
+                                          storage=self.optuna_url)
+            except KeyError:   # optuna.db lost or replaced, or an arm the search never ran
+                raise StudyError(f"{self.out / 'optuna.db'} holds no search of arm {arm!r}; the "
+                                 "confirmation needs each arm's search results") from None
             completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
             if completed:
                 best[arm] = {**config, **study.best_trial.params, "arm": arm}
+            elif (rerun := tables.best_rerun(self.out, arm, self.spec)) is not None:
+                best[arm] = {**config, **rerun, "arm": arm}
             else:
-                print(f"warning: arm {arm!r} has no completed search trial; it is not confirmed",
-                      file=sys.stderr)
+                print(f"warning: arm {arm!r} has no completed search trial; it is not confirmed "
+                      f"(its search trials: {tables.statuses(self.out, 'search', arm)})", file=sys.stderr)
         return best
 
     # ---- phases ----
-    def run_phase(self, phase: str, data) -> None:
+    def tuner(self, phase: str, data) -> tune.Tuner | None:
         path = self.store.phase_path(phase)
-        search.CURRENT_STORAGE = self.optuna_url
         if tune.Tuner.can_restore(path):
             pruned = pruned_epochs(self.optuna_url, self.spec.name, self.spec.arm_names)
-            tuner = tune.Tuner.restore(path, trainable=self.trainable(data, pruned),
-                                       resume_unfinished=True, resume_errored=True)
-        else:
-            local = self.out / phase
-            if local.exists() and not self.store.remote:   # killed before Tune saved any state:
-                local.rename(local.with_name(f"{phase}.interrupted-{time.strftime('%Y%m%d-%H%M%S')}"))
-            tuner = self.search_tuner(data) if phase == "search" else self.confirm_tuner(data)
+            return tune.Tuner.restore(path, trainable=self.trainable(data, pruned),
+                                      resume_unfinished=True, resume_errored=True)
+        local = self.out / phase
+        if local.exists() and not self.store.remote:   # killed before Tune saved any state:
+            local.rename(local.with_name(f"{phase}.interrupted-{time.strftime('%Y%m%d-%H%M%S')}"))
+        return self.search_tuner(data) if phase == "search" else self.confirm_tuner(data)
+
+    def run_phase(self, phase: str, data) -> None:
+        """Run (or continue) one phase; Interrupted by a stop signal, StudyError when an arm has no
+        usable trial in it. Either way study.json keeps this phase as the current one."""
+        search.CURRENT_STORAGE = self.optuna_url
         try:
-            tuner.fit()
+            if (tuner := self.tuner(phase, data)) is not None:
+                with interrupt.fitting():
+                    tuner.fit()
+        except interrupt.Interrupted:   # nothing is concluded from a partial phase
+            self.store.upload("optuna.db", "study.json")
+            raise
         finally:
             search.CURRENT_STORAGE = None   # only for this study's searcher and scheduler
         if phase == "search":   # trials that ended after Tune's last saved state
             recovery.recover_lost_trials(self.store, self.spec.name, self.arm_configs(), self.optuna_url)
         for done in PHASES[:PHASES.index(phase) + 1]:   # the tables cover every phase so far
             self.store.fetch_results(done)
-        tables.write_tables(self.out, self.spec)
+        trials = tables.write_tables(self.out, self.spec)["trials"]
         self.store.upload("optuna.db", "trials.parquet", "epochs.parquet", "gradflow.parquet")
+        if problem := tables.phase_problem(trials, phase, self.spec, shlex.quote(str(self.store))):
+            raise StudyError(problem)
         self.mark(phase=PHASES[PHASES.index(phase) + 1] if phase != PHASES[-1] else "done")
 
     def run(self, data=None) -> None:
-        """Run (or continue) every phase that is not done yet (data: study_data(spec) by default)."""
+        """Run (or continue) every phase that is not done yet (data: study_data(spec) by default).
+        SIGINT and SIGTERM stop it with Interrupted (study/interrupt.py), the phase unfinished."""
         data = study_data(self.spec) if data is None else data
-        while (phase := self.state().get("phase", "search")) != "done":
-            self.run_phase(phase, data)
+        with interrupt.catching(), logs.to_log_file(self.out):
+            while (phase := self.state().get("phase", "search")) != "done":
+                self.run_phase(phase, data)
 
 
 def study_data(spec: StudySpec):
     """The spec's dataset and subset (raises DatasetUnavailable before anything is written)."""
     data = load_data(spec.data, spec.data_root)
     return data.subset(**spec.subset.model_dump()) if spec.subset else data
-
-
-def check_new_study(spec: StudySpec) -> Store:
-    """Refuse, before anything runs or is written, a study folder that already holds a study or
-    storage this process cannot write to."""
-    store = Store(spec.out_dir())
-    if store.exists("spec.yaml") or (store.local / "spec.yaml").exists():
-        raise StudyError(f"{store} already holds a study; use `archstudy resume "
-                         f"{shlex.quote(str(store))}` or pick another --name")
-    check_writable(store.local)
-    return store
 
 
 def prepare(spec: StudySpec) -> Study:
@@ -259,34 +273,8 @@ def prepare(spec: StudySpec) -> Study:
     write_atomic(store.local / "spec.yaml", dump_spec(spec))
     store.upload("spec.yaml")
     study = Study(spec, store)
-    study.mark(phase="search", spec_hash=spec_hash(spec))
+    study.mark(phase="search", spec_hash=spec_hash(spec), spec=resolved(spec))
     return study
-
-
-MIN_FREE_MB = 100   # below this a study can't keep its checkpoints, tables and W&B runs
-
-
-def check_writable(folder: Path) -> None:
-    """Raise a one-line StudyError unless this process can create `folder` and write in it, with at
-    least MIN_FREE_MB free; leaves nothing behind (the probe goes into the nearest existing
-    ancestor and is removed)."""
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    try:
-        if not existing.is_dir():
-            raise NotADirectoryError(20, f"{existing} is not a folder")
-        with tempfile.NamedTemporaryFile(dir=existing, prefix=".archstudy-write-probe-") as probe:
-            probe.write(b"0" * 4096)
-            probe.flush()
-        free_mb = shutil.disk_usage(existing).free / 2**20
-    except OSError as e:
-        raise StudyError(f"storage: cannot write to {folder} ({e.strerror or e}); choose a writable "
-                         "storage path with --storage or the spec's storage key") from None
-    if free_mb < MIN_FREE_MB:
-        raise StudyError(f"storage: only {free_mb:.1f} MB free at {existing}; a study needs at least "
-                         f"{MIN_FREE_MB} MB (checkpoints, tables, W&B runs): free some space or "
-                         "choose another --storage")
 
 
 def reopen(folder: str | os.PathLike) -> Study:
@@ -298,4 +286,6 @@ def reopen(folder: str | os.PathLike) -> Study:
     out = store.local
     if not (out / "spec.yaml").is_file() or not (out / "study.json").is_file():
         raise StudyError(f"{store} is not a study folder (no spec.yaml / study.json)")
-    return Study(load_spec(out / "spec.yaml"), store)
+    spec = load_spec(out / "spec.yaml")
+    check_unchanged(out, spec, read_state(out))
+    return Study(spec, store)

@@ -16,6 +16,8 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
+from . import interrupt
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 RAY_TRIAL_ID = "ray_trial_id"   # an Optuna trial's user attribute: the Tune trial that runs it
@@ -191,8 +193,8 @@ class ArmSearch(PickledState, Searcher):
                 trial.report(float(result[self.metric]), step=step)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-        if trial_id not in self.assigned:
-            return
+        if trial_id not in self.assigned or (error and interrupt.requested()):
+            return   # a failure caused by a stop signal: the trial runs on after `resume`
         study, trial = self._trial(trial_id)
         if trial_id in self.told or study._storage.get_trial(trial._trial_id).state.is_finished():
             self.told.add(trial_id)   # already told before a driver restart

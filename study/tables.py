@@ -1,8 +1,9 @@
 """The study's result tables, the contract with the analysis package:
 
 - trials.parquet: one row per trial (arm, family, depth, phase, seed, config, status among
-  completed / pruned / diverged / error, best and final metrics, epochs run, wall / CPU / GPU
-  seconds, node)
+  completed / pruned / diverged / error, the first line of an error's cause, best and final
+  metrics, epochs run, wall / CPU / GPU seconds, node); a trial that failed before it reported
+  anything (in its setup) is a row too, from Tune's saved state and its error.txt
 - epochs.parquet: one row per trial and epoch, every metric and gradient-flow summary
 - gradflow.parquet: one row per trial, epoch and layer, the per-layer gradient-flow statistics
 
@@ -68,14 +69,34 @@ def trial_status(results: list[dict], error: bool) -> str:
     return {"completed": "completed", "diverged": "diverged"}.get(last, "pruned")
 
 
-def tune_statuses(phase_dir: Path) -> dict[str, str]:
-    """trial_id -> Tune's own final status (TERMINATED, ERROR, ...) from the phase's newest saved
-    experiment state; {} when there is none."""
+def tune_trials(phase_dir: Path) -> dict[str, dict]:
+    """trial_id -> Tune's saved state of the trial (its "status": TERMINATED, ERROR, ...; its
+    "config") from the phase's newest saved experiment state; {} when there is none."""
     states = sorted(phase_dir.glob("experiment_state-*.json"))   # named by start time
     if not states:
         return {}
     trial_data = json.loads(states[-1].read_text())["trial_data"]
-    return {state["trial_id"]: state["status"] for state in (json.loads(t[0]) for t in trial_data)}
+    return {state["trial_id"]: state for state in (json.loads(t[0]) for t in trial_data)}
+
+
+def error_cause(text: str) -> str:
+    """The first line of the exception that ended a trial, from its error.txt (Tune appends one
+    "Failure # N" block per failure; the last one counts): the line after the last traceback frame,
+    e.g. "RuntimeError: ... can't allocate memory ...", or the block's first line without one."""
+    block = text.rsplit("Failure # ", 1)[-1].splitlines()[1:]
+    indented = [i for i, line in enumerate(block) if line[:1].isspace()]
+    after = block[indented[-1] + 1:] if indented else block
+    lines = [line.strip() for line in after if line.strip()] or \
+            [line.strip() for line in block if line.strip()]
+    return lines[0][:300] if lines else ""
+
+
+def trial_error(trial_dir: Path) -> str | None:
+    path = trial_dir / "error.txt"
+    try:
+        return error_cause(path.read_text(errors="replace")) if path.is_file() else None
+    except OSError:
+        return None
 
 
 def collect_phase(out: Path, phase: str, spec) -> tuple[list[dict], list[dict], list[dict]]:
@@ -84,11 +105,18 @@ def collect_phase(out: Path, phase: str, spec) -> tuple[list[dict], list[dict], 
     if not phase_dir.is_dir():
         return trials, epochs, layers
     better = max if spec.mode == "max" else min
-    statuses = tune_statuses(phase_dir)
-    for trial_dir in sorted(p for p in phase_dir.iterdir() if (p / "params.json").exists()):
-        config = json.loads((trial_dir / "params.json").read_text())
+    saved = tune_trials(phase_dir)
+    statuses = {trial_id: state["status"] for trial_id, state in saved.items()}
+    for trial_dir in sorted(p for p in phase_dir.iterdir() if p.is_dir()):
+        trial_id = trial_dir.name.rsplit("_", 1)[-1]
+        if (trial_dir / "params.json").exists():
+            config = json.loads((trial_dir / "params.json").read_text())
+        elif statuses.get(trial_id) == "ERROR" and isinstance(saved[trial_id].get("config"), dict):
+            config = saved[trial_id]["config"]   # failed before it started: no params.json
+        else:
+            continue   # not a trial folder, or a trial that never started
         results = read_results(trial_dir)
-        trial_id = results[-1]["trial_id"] if results else trial_dir.name.rsplit("_", 1)[1]
+        trial_id = results[-1]["trial_id"] if results else trial_id
         # Tune writes error.txt/error.pkl at every failure, also one it then retried successfully
         error = (statuses[trial_id] == "ERROR" if trial_id in statuses else
                  (trial_dir / "error.txt").exists() or (trial_dir / "error.pkl").exists())
@@ -105,6 +133,7 @@ def collect_phase(out: Path, phase: str, spec) -> tuple[list[dict], list[dict], 
             "config": json.dumps(training_options(config), sort_keys=True),
             **{f"param_{k}": config[k] for k in spec.search.space},
             "status": trial_status(results, error), "epochs_run": len(results),
+            "error": trial_error(trial_dir) if error else None,
             f"best_{spec.metric}": better(scores) if scores else float("nan"),
             **{f"final_{m}": last.get(m, float("nan")) for m in FINAL_METRICS},
             "wall_seconds": wall, "cpu_seconds": wall * spec.resources.cpu,
@@ -139,3 +168,80 @@ def write_tables(out: Path, spec) -> dict[str, pd.DataFrame]:
         write_parquet(frame, out / f"{name}.parquet")
     return frames
 
+
+def failed_arms(trials: pd.DataFrame, phase: str, arms) -> dict[str, str]:
+    """arm -> the first error's cause, for each arm (in `arms` order) that has trials in `phase`
+    and all of them failed: such a phase has no result for that arm (unlike trials that diverged,
+    which are a result)."""
+    if trials.empty:
+        return {}
+    mine = trials[trials.phase == phase]
+    failed = {}
+    for arm in arms:
+        rows = mine[mine.arm == arm]
+        if len(rows) and (rows.status == "error").all():
+            causes = rows.sort_values(["optuna_trial", "seed"], na_position="last").error.dropna()
+            failed[arm] = causes.iloc[0] if len(causes) else "no error.txt; see driver.log"
+    return failed
+
+
+def missing_trials(trials: pd.DataFrame, phase: str, spec) -> dict[str, str]:
+    """arm -> what `phase` lacks for it: search trials short of trials_per_arm, or confirmation runs
+    other than one per seed for an arm that had a completed search trial (a phase whose Tune state
+    could not be restored whole ends like that)."""
+    mine = trials[trials.phase == phase] if len(trials) else trials
+    missing = {}
+    for arm in spec.arm_names:
+        rows = mine[mine.arm == arm] if len(mine) else mine
+        if phase == "search" and len(rows) < spec.search.trials_per_arm:
+            missing[arm] = f"{len(rows)} of {spec.search.trials_per_arm} search trials"
+        searched = trials[(trials.phase == "search") & (trials.arm == arm)] if len(trials) else trials
+        if phase == "confirm" and (searched.status == "completed").any() \
+                and sorted(rows.seed.tolist()) != sorted(spec.seeds):
+            missing[arm] = (f"confirmation runs with seeds {sorted(rows.seed.tolist())}, "
+                            f"not {sorted(spec.seeds)}")
+    return missing
+
+
+def phase_problem(trials: pd.DataFrame, phase: str, spec, folder: str) -> str | None:
+    """Why `phase` has no usable result for some arm (one line), or None: the study must not go
+    past such a phase. An arm whose trials all diverged is a result, not a problem."""
+    if failed := failed_arms(trials, phase, spec.arm_names):
+        (arm, cause), several = next(iter(failed.items())), len(failed) > 1
+        return (f"{phase}: every trial of arm{'s' * several} {', '.join(map(repr, failed))} failed "
+                f"(first error{f' in {arm!r}' * several}: {cause}); fix the cause, then `archstudy "
+                f"resume {folder}` runs the failed trials again (tracebacks: the trials' error.txt, "
+                "driver.log)")
+    if missing := missing_trials(trials, phase, spec):
+        return (f"{phase}: the phase ended with trials missing ("
+                + "; ".join(f"arm {arm!r}: {what}" for arm, what in missing.items())
+                + "): Ray Tune's saved state of it was not restored whole (see driver.log)"
+                + (f"; move {folder}/confirm aside and `archstudy resume {folder}` runs the "
+                   "confirmation again" if phase == "confirm" else ""))
+    return None
+
+
+def statuses(out: Path, phase: str, arm: str) -> str:
+    """'diverged 2, pruned 1': the statuses of an arm's trials in `phase`, from trials.parquet."""
+    path = out / "trials.parquet"
+    trials = pd.read_parquet(path) if path.exists() else pd.DataFrame(columns=["phase", "arm", "status"])
+    mine = trials[(trials.phase == phase) & (trials.arm == arm)]
+    return ", ".join(f"{status} {n}" for status, n in mine.status.value_counts().items()) or "none"
+
+
+def best_rerun(out: Path, arm: str, spec) -> dict | None:
+    """The searched options of the arm's best completed search trial in trials.parquet, for an arm
+    whose Optuna study holds no completed trial: its trials failed, Optuna recorded them as FAIL
+    (which cannot be undone), and `resume` ran them again to completion. None when there is none."""
+    path = out / "trials.parquet"
+    if not path.exists():
+        return None
+    trials = pd.read_parquet(path)
+    done = trials[(trials.phase == "search") & (trials.arm == arm) & (trials.status == "completed")]
+    done = done.dropna(subset=[f"final_{spec.metric}"])
+    if done.empty:
+        return None
+    best = done.sort_values(["optuna_trial", "trial_id"]).sort_values(
+        f"final_{spec.metric}", ascending=spec.mode == "min", kind="stable").iloc[0]
+    config = json.loads((out / best.path / "params.json").read_text())
+    return {key: config[key] for key in spec.search.space}
