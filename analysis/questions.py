@@ -219,13 +219,13 @@ def _trend_text(r, level: float, several: bool) -> str:
     head = f"{name} ({', '.join(map(str, r.arms))}): {label(r.column, running=True)}"
     if r.verdict == "too few depths to tell":
         return f"{head}: too few depths to tell ({r.n_depths} depth(s), {r.n_runs} run(s))."
+    if r.verdict == "too few seeds to tell":
+        return (f"{head}: too few seeds to tell ({r.n_replicated_depths} of {r.n_depths} depths have "
+                f"2 or more runs; a trend needs 2 such depths).")
     if r.budget_limited:
         return (f"{head} changes by {r.slope:+.3g} per layer ({ci(r.ci_lo, r.ci_hi, level)}): "
                 f"{r.verdict}, but budget-limited: {', '.join(r.budget_limited)} did not train within "
                 "the budget, so this is not an architecture effect.")
-    if r.verdict == "too few seeds to tell":
-        return (f"{head}: too few seeds to tell ({r.n_replicated_depths} of {r.n_depths} depths have "
-                f"2 or more runs; a trend needs 2 such depths).")
     return (f"{head} changes by {r.slope:+.3g} per layer ({ci(r.ci_lo, r.ci_hi, level)}, "
             f"{pval(r.p)}, {r.n_runs} runs): {r.verdict}.")
 

@@ -64,8 +64,9 @@ def finish(study) -> int:
     analyze_and_print([str(study.store)], None, None, False)
     trials = pd.read_parquet(study.out / "trials.parquet")
     from analysis.common import unconfirmed_arms
-    for arm, why in unconfirmed_arms(trials, study.spec.metric).items():   # a result too
-        print(f"  {arm:<18} no result: {why}")
+    unconfirmed = unconfirmed_arms(trials, study.spec.metric)
+    for arm, why in unconfirmed.items():
+        print(f"{arm}: no result: {why}")
     counts = trials.groupby(["phase", "status"]).size().to_dict()
     print("trials: " + ", ".join(f"{p}/{s} {n}" for (p, s), n in counts.items()))
     print(f"results: {study.store}")
@@ -75,6 +76,16 @@ def finish(study) -> int:
                   f"upload them with wandb sync {study.out}/wandb/offline-run-*")
         else:
             print(f"W&B offline runs: wandb sync {study.out}/wandb/offline-run-*")
+    # an arm whose every search trial diverged is a result; one left out for any other reason
+    # (no search trial completed: pruned against a trial that diverged later) is a missing answer
+    search = trials[trials.phase == "search"]
+    missing = [arm for arm in unconfirmed
+               if set(search.loc[search.arm == arm, "status"]) != {"diverged"}]
+    if missing:
+        print(f"error: no answer for arm{'s' * (len(missing) > 1)} {', '.join(missing)}: "
+              f"{unconfirmed[missing[0]]}; raise search.trials_per_arm or change search.space "
+              "and run the study again", file=sys.stderr)
+        return 1
     return 0
 
 

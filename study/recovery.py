@@ -42,7 +42,10 @@ def recover_lost_trials(store, study: str, arm_configs: dict[str, dict], optuna_
         for trial in trials:
             ray_id = trial.user_attrs.get(RAY_TRIAL_ID)
             folder = f"{phase}/{arm}_{ray_id}"   # study/runner.py trial_dirname
-            if ray_id is None or fs.get_file_info(f"{folder}/params.json").type != pafs.FileType.NotFound:
+            # a folder with params.json is whole; one with error.txt but no params.json is a
+            # trial that failed in setup, whose record Tune's state holds (tables.collect_phase)
+            if ray_id is None or any(fs.get_file_info(f"{folder}/{name}").type != pafs.FileType.NotFound
+                                     for name in ("params.json", "error.txt")):
                 continue
             config, history = newest_record(fs, folder)
             if config is None:   # no checkpoint: the config that ArmSearch.suggest handed out

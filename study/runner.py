@@ -27,7 +27,6 @@ from pathlib import Path
 import ray
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler
-from ray.tune.search import ConcurrencyLimiter
 
 from trainables.data import load_data
 
@@ -171,13 +170,13 @@ class Study:
         space = {k: (d.kind, d.args) for k, d in s.search.space.items()}
         searcher = ArmSearch(self.optuna_url, s.name, self.arm_configs(),
                              space, s.search.trials_per_arm, s.search.algorithm, s.search.seed,
-                             s.metric, s.mode, s.search.max_concurrent_per_arm)
+                             s.metric, s.mode, s.search.max_concurrent_per_arm, s.search.max_concurrent)
         scheduler = (PerArmASHA(s.epochs, s.scheduler.grace_period, s.scheduler.reduction_factor,
                                 s.metric, s.mode, self.optuna_url, s.name, s.arm_names)
                      if s.scheduler.name == "asha" else FIFOScheduler())
         return tune.Tuner(self.trainable(data), run_config=self.run_config("search"),
                           tune_config=tune.TuneConfig(
-                              search_alg=ConcurrencyLimiter(searcher, s.search.max_concurrent),
+                              search_alg=searcher,
                               scheduler=scheduler, num_samples=len(s.arms) * s.search.trials_per_arm,
                               reuse_actors=True, trial_dirname_creator=trial_dirname))
 

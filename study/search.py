@@ -104,9 +104,13 @@ class ArmSearch(PickledState, Searcher):
 
     def __init__(self, storage_url: str, study: str, arms: dict[str, dict], space: dict,
                  trials_per_arm: int, algorithm: str, seed: int, metric: str, mode: str,
-                 per_arm: int = 1):
+                 per_arm: int = 1, max_concurrent: int | None = None):
         super().__init__(metric=metric, mode=mode)
-        self.per_arm = per_arm   # trials of one arm running at once
+        self.per_arm = per_arm                  # trials of one arm running at once
+        # trials running at once in all; kept here rather than by Ray's ConcurrencyLimiter, which
+        # drops the completion of a trial it no longer counts as live (one that failed on a stop
+        # signal and ran again on resume), and the arm would then wait for it for ever
+        self.max_concurrent = max_concurrent
         self.storage_url, self.study, self.arms = storage_url, study, arms
         self.space = {key: optuna_distribution(*dist) for key, dist in space.items()}
         self.trials_per_arm, self.algorithm, self.seed = trials_per_arm, algorithm, seed
@@ -138,6 +142,9 @@ class ArmSearch(PickledState, Searcher):
         open_arms = [arm for arm in self.arms if counts[arm] < self.trials_per_arm]
         if not open_arms:
             return Searcher.FINISHED
+        limit = getattr(self, "max_concurrent", None)   # None in searchers pickled before it
+        if limit is not None and sum(running.values()) >= limit:
+            return None   # as many trials running as allowed: Tune asks again when one ends
         idle = [arm for arm in open_arms if running[arm] < getattr(self, "per_arm", 1)]
         if not idle:
             return None   # every open arm is busy: its next trial waits for a running one

@@ -83,7 +83,9 @@ def error_cause(text: str) -> str:
     """The first line of the exception that ended a trial, from its error.txt (Tune appends one
     "Failure # N" block per failure; the last one counts): the line after the last traceback frame,
     e.g. "RuntimeError: ... can't allocate memory ...", or the block's first line without one."""
-    block = text.rsplit("Failure # ", 1)[-1].splitlines()[1:]
+    block = text.rsplit("Failure # ", 1)[-1].splitlines()
+    if "Failure # " in text:   # the block's first line is Tune's header (number, time)
+        block = block[1:]
     indented = [i for i, line in enumerate(block) if line[:1].isspace()]
     after = block[indented[-1] + 1:] if indented else block
     lines = [line.strip() for line in after if line.strip()] or \

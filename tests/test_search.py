@@ -14,9 +14,19 @@ ARMS = {"mlp": {"model": "mlp", "epochs": 3}, "resnet20": {"model": "resnet20", 
 SPACE = {"lr": ("loguniform", [1e-3, 0.3]), "batch_size": ("choice", [32, 64])}
 
 
-def make(tmp_path, trials=3, algorithm="optuna", per_arm=1):
+def make(tmp_path, trials=3, algorithm="optuna", per_arm=1, max_concurrent=None):
     return ArmSearch(f"sqlite:///{tmp_path / 'optuna.db'}", "s", ARMS, SPACE, trials, algorithm,
-                     seed=0, metric="val_acc", mode="max", per_arm=per_arm)
+                     seed=0, metric="val_acc", mode="max", per_arm=per_arm, max_concurrent=max_concurrent)
+
+
+def test_max_concurrent_counts_every_trial_not_yet_told(tmp_path):
+    """The searcher itself keeps search.max_concurrent (no ConcurrencyLimiter, which drops the
+    completion of a trial it stopped counting, so its arm would wait for it for ever)."""
+    search = make(tmp_path, per_arm=3, max_concurrent=2)
+    assert [search.suggest(t)["arm"] for t in ("t0", "t1")] == ["mlp", "resnet20"]
+    assert search.suggest("t2") is None
+    search.on_trial_complete("t0", {"epoch": 3, "val_acc": 0.5, "status": "completed"})
+    assert search.suggest("t2")["arm"] == "mlp" and search.suggest("t3") is None
 
 
 def states(tmp_path, arm):
