@@ -11,6 +11,7 @@ Killed drivers and workers are in test_resume.py, the command line's errors in t
 from __future__ import annotations
 
 import json
+import shutil
 import os
 
 import optuna
@@ -167,3 +168,21 @@ def test_wandb_confirm_runs_hold_the_full_history(tiny):
 
 def test_wandb_search_runs_hold_the_full_history(tiny):
     assert tiny_wandb_problems(tiny, "search") == []
+
+
+def test_run_exits_1_when_an_arm_is_left_without_an_answer(tiny, tmp_path, capsys):
+    """An arm with no completed search trial that did not simply diverge (here: its search trials
+    made pruned, its confirmation runs removed) is a missing answer: run's last step says so and
+    exits 1; an arm whose every search trial diverged is a result (exit 0)."""
+    from study.cli import finish
+    out = tmp_path / "tiny"
+    shutil.copytree(tiny.out, out)
+    trials = pd.read_parquet(out / "trials.parquet")
+    arm = "resnet20-w0.125"
+    trials = trials[~((trials.phase == "confirm") & (trials.arm == arm))]
+    for status, code in (("pruned", 1), ("diverged", 0)):
+        trials.loc[(trials.phase == "search") & (trials.arm == arm), "status"] = status
+        trials.to_parquet(out / "trials.parquet", index=False)
+        assert finish(runner.reopen(out)) == code
+        err = capsys.readouterr().err
+        assert (f"error: no answer for arm {arm}: no completed search trial (pruned 3)" in err) == (code == 1)
