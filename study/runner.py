@@ -235,7 +235,7 @@ class Study:
                 with interrupt.fitting():
                     tuner.fit()
         except interrupt.Interrupted:   # nothing is concluded from a partial phase
-            self.store.upload("optuna.db", "study.json")
+            self.store.upload("optuna.db", "study.json", "driver.log")
             raise
         finally:
             search.CURRENT_STORAGE = None   # only for this study's searcher and scheduler
@@ -244,7 +244,7 @@ class Study:
         for done in PHASES[:PHASES.index(phase) + 1]:   # the tables cover every phase so far
             self.store.fetch_results(done)
         trials = tables.write_tables(self.out, self.spec)["trials"]
-        self.store.upload("optuna.db", "trials.parquet", "epochs.parquet", "gradflow.parquet")
+        self.store.upload("optuna.db", "trials.parquet", "epochs.parquet", "gradflow.parquet", "driver.log")
         if problem := tables.phase_problem(trials, phase, self.spec, shlex.quote(str(self.store))):
             raise StudyError(problem)
         self.mark(phase=PHASES[PHASES.index(phase) + 1] if phase != PHASES[-1] else "done")

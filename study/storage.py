@@ -30,7 +30,7 @@ from .errors import StudyError
 
 # The study's own files, which the driver keeps in the mirror (everything else is Ray's).
 STUDY_FILES = ("spec.yaml", "study.json", "optuna.db", "trials.parquet", "epochs.parquet",
-               "gradflow.parquet", "answers.md", "answers.json", "report.html")
+               "gradflow.parquet", "answers.md", "answers.json", "report.html", "driver.log")
 RESULT_FILES = ("params.json", "result.json", "error.txt", "error.pkl")   # per trial, for the tables
 
 
