@@ -105,7 +105,24 @@ def _watch_the_stop() -> None:
         time.sleep(0.5)
 
 
+def _finish_copies(timeout: float = 10.0) -> None:
+    """Wait for Ray Tune's background copies of the trials' logs and of its state to the study
+    folder (threads of ray.train's _BackgroundProcess): one cut short leaves a file half written,
+    and `resume` would continue that trial's log from the half. Scanned until none is running,
+    since Tune may start another meanwhile."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        copies = [t for t in threading.enumerate() if t is not threading.current_thread()
+                  and "_BackgroundProcess" in getattr(getattr(t, "_target", None), "__qualname__", "")]
+        if not copies:
+            return
+        for t in copies:
+            t.join(max(0.0, deadline - time.monotonic()))
+        time.sleep(0.2)
+
+
 def _stop_now(reason: str) -> None:
+    _finish_copies()
     name = signal.Signals(_State.signum).name
     print(f"\ninterrupted by {name}: {reason}, so the study stops at once, at Ray Tune's last saved "
           f"state (as after a kill); the phase is unfinished" + (f"; {resume_hint}" if resume_hint else ""),

@@ -28,12 +28,22 @@ REPLACED = ("Trial task failed", "Trials did not complete", "Failed to fetch met
 
 
 class NotOnTerminal(logging.Filter):
-    """Keeps tracebacks and the REPLACED messages of Tune's loggers off a terminal handler."""
+    """Keeps the REPLACED messages of Tune's loggers off a terminal handler, and their other
+    tracebacks: such a record is shown as its first line only (the file handler, which comes after,
+    still gets it whole, so the record itself is left as it is)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not record.name.startswith(TUNE_LOGGERS):
             return True
-        return not (record.exc_info or record.stack_info or record.getMessage().startswith(REPLACED))
+        message = record.getMessage()
+        if message.startswith(REPLACED):
+            return False
+        if record.exc_info or record.stack_info:
+            first = (message.strip().splitlines() or [""])[0][:300]
+            print(f"{record.levelname} {record.name}: {first} (traceback: {LOG_FILE})",
+                  file=sys.stderr, flush=True)
+            return False
+        return True
 
 
 def terminal_handlers() -> list[logging.Handler]:
