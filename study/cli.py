@@ -66,7 +66,7 @@ def finish(study) -> int:
     from analysis.common import unconfirmed_arms
     unconfirmed = unconfirmed_arms(trials, study.spec.metric)
     for arm, why in unconfirmed.items():
-        print(f"{arm}: no result: {why}")
+        print(f"  {arm:<18} no result: {why}")
     counts = trials.groupby(["phase", "status"]).size().to_dict()
     print("trials: " + ", ".join(f"{p}/{s} {n}" for (p, s), n in counts.items()))
     print(f"results: {study.store}")
