@@ -27,7 +27,7 @@ def comparable(trials: pd.DataFrame, epochs: pd.DataFrame) -> tuple[pd.DataFrame
     """The reproducible part of a study's tables, keyed by arm, Optuna trial (search) and seed."""
     t = trials[TRIAL_KEYS + TRIAL_VALUES].sort_values(TRIAL_KEYS, na_position="first")
     keys = trials.set_index("trial_id")[TRIAL_KEYS]
-    e = epochs.drop(columns=["optuna_trial", "seed"], errors="ignore").join(keys, on="trial_id")[TRIAL_KEYS + ["epoch"] + EPOCH_VALUES]
+    e = epochs.drop(columns=TRIAL_KEYS, errors="ignore").join(keys, on="trial_id")[TRIAL_KEYS + ["epoch"] + EPOCH_VALUES]
     return (t.reset_index(drop=True),
             e.sort_values(TRIAL_KEYS + ["epoch"], na_position="first").reset_index(drop=True))
 

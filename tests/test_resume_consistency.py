@@ -180,7 +180,7 @@ def test_a_trial_whose_checkpoint_is_gone_continues(rolled_back):
     in error, with each epoch once in the tables, and an epoch it ran twice computed the same."""
     k = rolled_back
     assert k.tune_errors == []   # Tune's bookkeeping of the gone checkpoints raised nothing either
-    final = tables.tune_statuses(k.out / "search")
+    final = {i: state["status"] for i, state in tables.tune_trials(k.out / "search").items()}
     for trial_id in {i for i, (status, *_) in k.saved.items() if status != "TERMINATED"}:
         name = next(n for n in k.first_run if n.endswith(trial_id))
         rows = read_results(k.out / "search" / name)
@@ -195,7 +195,7 @@ def test_trials_that_ended_are_not_run_again(rolled_back):
     """Tune runs no new trial, and a trial that ended after Tune's state keeps its id and its
     record (rebuilt from its checkpoint), each epoch once, as its first run reported it."""
     k = rolled_back
-    assert set(tables.tune_statuses(k.out / "search")) == set(k.saved)
+    assert set(tables.tune_trials(k.out / "search")) == set(k.saved)
     for trial_id in k.unknown:
         assert trial_id is not None, "an Optuna trial names no Tune trial"
         name = next(n for n in k.first_run if n.endswith(trial_id))
