@@ -35,7 +35,7 @@ from .errors import StudyError
 from .folder import check_new_study, check_unchanged, read_state, resolved
 from .progress import ProgressCallback
 from .asha import PerArmASHA
-from .search import ArmSearch, FixedConfigs, pruned_epochs, study_name
+from .search import ArmLimiter, ArmSearch, FixedConfigs, pruned_epochs, study_name
 from .spec import StudySpec
 from .spec_file import dump_spec, load_spec, spec_hash
 from .storage import STUDY_FILES, Store, is_uri, join, mirror_of
@@ -170,13 +170,13 @@ class Study:
         space = {k: (d.kind, d.args) for k, d in s.search.space.items()}
         searcher = ArmSearch(self.optuna_url, s.name, self.arm_configs(),
                              space, s.search.trials_per_arm, s.search.algorithm, s.search.seed,
-                             s.metric, s.mode, s.search.max_concurrent_per_arm, s.search.max_concurrent)
+                             s.metric, s.mode, s.search.max_concurrent_per_arm)
         scheduler = (PerArmASHA(s.epochs, s.scheduler.grace_period, s.scheduler.reduction_factor,
                                 s.metric, s.mode, self.optuna_url, s.name, s.arm_names)
                      if s.scheduler.name == "asha" else FIFOScheduler())
         return tune.Tuner(self.trainable(data), run_config=self.run_config("search"),
                           tune_config=tune.TuneConfig(
-                              search_alg=searcher,
+                              search_alg=ArmLimiter(searcher, s.search.max_concurrent),
                               scheduler=scheduler, num_samples=len(s.arms) * s.search.trials_per_arm,
                               reuse_actors=True, trial_dirname_creator=trial_dirname))
 

@@ -14,7 +14,7 @@ import pickle
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
-from ray.tune.search import Searcher
+from ray.tune.search import ConcurrencyLimiter, Searcher
 
 from . import interrupt
 
@@ -104,13 +104,9 @@ class ArmSearch(PickledState, Searcher):
 
     def __init__(self, storage_url: str, study: str, arms: dict[str, dict], space: dict,
                  trials_per_arm: int, algorithm: str, seed: int, metric: str, mode: str,
-                 per_arm: int = 1, max_concurrent: int | None = None):
+                 per_arm: int = 1):
         super().__init__(metric=metric, mode=mode)
-        self.per_arm = per_arm                  # trials of one arm running at once
-        # trials running at once in all; kept here rather than by Ray's ConcurrencyLimiter, which
-        # drops the completion of a trial it no longer counts as live (one that failed on a stop
-        # signal and ran again on resume), and the arm would then wait for it for ever
-        self.max_concurrent = max_concurrent
+        self.per_arm = per_arm   # trials of one arm running at once
         self.storage_url, self.study, self.arms = storage_url, study, arms
         self.space = {key: optuna_distribution(*dist) for key, dist in space.items()}
         self.trials_per_arm, self.algorithm, self.seed = trials_per_arm, algorithm, seed
@@ -142,9 +138,6 @@ class ArmSearch(PickledState, Searcher):
         open_arms = [arm for arm in self.arms if counts[arm] < self.trials_per_arm]
         if not open_arms:
             return Searcher.FINISHED
-        limit = getattr(self, "max_concurrent", None)   # None in searchers pickled before it
-        if limit is not None and sum(running.values()) >= limit:
-            return None   # as many trials running as allowed: Tune asks again when one ends
         idle = [arm for arm in open_arms if running[arm] < getattr(self, "per_arm", 1)]
         if not idle:
             return None   # every open arm is busy: its next trial waits for a running one
@@ -228,6 +221,18 @@ class ArmSearch(PickledState, Searcher):
     def set_state(self, state: dict) -> None:
         self.__dict__.update(state)
         self._studies = {}
+
+
+class ArmLimiter(ConcurrencyLimiter):
+    """Ray's ConcurrencyLimiter (search.max_concurrent trials at once) that tells the searcher of
+    every trial that ends. Ray's drops the completion of a trial it no longer counts as live: one
+    that failed on a stop signal (not told to Optuna) and ran again on `resume`; ArmSearch would then
+    count it as running for ever, and its arm would wait for it."""
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        if trial_id in self.live_trials or self.batch:
+            return super().on_trial_complete(trial_id, result=result, error=error)
+        self.searcher.on_trial_complete(trial_id, result=result, error=error)
 
 
 class FixedConfigs(PickledState, Searcher):
