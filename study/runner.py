@@ -27,6 +27,7 @@ from pathlib import Path
 import ray
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler
+from ray.tune.search import ConcurrencyLimiter
 
 from trainables.data import load_data
 
@@ -35,7 +36,7 @@ from .errors import StudyError
 from .folder import check_new_study, check_unchanged, read_state, resolved
 from .progress import ProgressCallback
 from .asha import PerArmASHA
-from .search import ArmLimiter, ArmSearch, FixedConfigs, pruned_epochs, study_name
+from .search import ArmSearch, FixedConfigs, pruned_epochs, study_name
 from .spec import StudySpec
 from .spec_file import dump_spec, load_spec, spec_hash
 from .storage import STUDY_FILES, Store, is_uri, join, mirror_of
@@ -176,7 +177,7 @@ class Study:
                      if s.scheduler.name == "asha" else FIFOScheduler())
         return tune.Tuner(self.trainable(data), run_config=self.run_config("search"),
                           tune_config=tune.TuneConfig(
-                              search_alg=ArmLimiter(searcher, s.search.max_concurrent),
+                              search_alg=ConcurrencyLimiter(searcher, s.search.max_concurrent),
                               scheduler=scheduler, num_samples=len(s.arms) * s.search.trials_per_arm,
                               reuse_actors=True, trial_dirname_creator=trial_dirname))
 

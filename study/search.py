@@ -14,7 +14,7 @@ import pickle
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
-from ray.tune.search import ConcurrencyLimiter, Searcher
+from ray.tune.search import Searcher
 
 from . import interrupt
 
@@ -221,18 +221,6 @@ class ArmSearch(PickledState, Searcher):
     def set_state(self, state: dict) -> None:
         self.__dict__.update(state)
         self._studies = {}
-
-
-class ArmLimiter(ConcurrencyLimiter):
-    """Ray's ConcurrencyLimiter (search.max_concurrent trials at once) that tells the searcher of
-    every trial that ends. Ray's drops the completion of a trial it no longer counts as live: one
-    that failed on a stop signal (not told to Optuna) and ran again on `resume`; ArmSearch would then
-    count it as running for ever, and its arm would wait for it."""
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-        if trial_id in self.live_trials or self.batch:
-            return super().on_trial_complete(trial_id, result=result, error=error)
-        self.searcher.on_trial_complete(trial_id, result=result, error=error)
 
 
 class FixedConfigs(PickledState, Searcher):

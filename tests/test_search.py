@@ -8,7 +8,7 @@ from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
 from study.asha import PerArmASHA
-from study.search import ArmLimiter, ArmSearch, FixedConfigs, optuna_distribution, study_name
+from study.search import ArmSearch, FixedConfigs, optuna_distribution, study_name
 
 ARMS = {"mlp": {"model": "mlp", "epochs": 3}, "resnet20": {"model": "resnet20", "epochs": 3}}
 SPACE = {"lr": ("loguniform", [1e-3, 0.3]), "batch_size": ("choice", [32, 64])}
@@ -22,17 +22,6 @@ def make(tmp_path, trials=3, algorithm="optuna", per_arm=1):
 def states(tmp_path, arm):
     study = optuna.load_study(study_name=study_name("s", arm), storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     return [(t.state, t.value, dict(t.intermediate_values)) for t in study.trials]
-
-
-def test_the_limiter_tells_the_searcher_of_a_trial_it_stopped_counting(tmp_path):
-    """A trial that failed on a stop signal left Ray's limiter's live set but not the searcher's
-    running ones; when it ends after `resume`, ArmSearch must hear of it, or its arm waits for ever."""
-    limiter = ArmLimiter(make(tmp_path, trials=2), max_concurrent=2)
-    assert [limiter.suggest(t)["arm"] for t in ("t0", "t1")] == ["mlp", "resnet20"]
-    assert limiter.suggest("t2") is None
-    limiter.live_trials.discard("t0")   # as Tune's saved state holds it after the stop
-    limiter.on_trial_complete("t0", {"epoch": 3, "val_acc": 0.5, "status": "completed"})
-    assert limiter.suggest("t2")["arm"] == "mlp"
 
 
 def test_one_trial_per_arm_at_a_time_by_default(tmp_path):
