@@ -1,6 +1,6 @@
-"""`python -m analysis DIR [DIR ...]` is `archstudy analyze DIR [DIR ...]`."""
+"""`python -m analysis DIR [DIR ...]`: the same as `archstudy analyze DIR [DIR ...]` (analysis/cli.py)."""
 import sys
 
-from study.cli import main
+from analysis.cli import main
 
-sys.exit(main(["analyze", *sys.argv[1:]]))
+sys.exit(main())

@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pandas as pd
 
-DEFAULTS = {"batchnorm": True, "width": float("nan"), "family": "", "depth": float("nan"),
+DEFAULTS = {"batchnorm": True, "width": float("nan"), "family": "", "line": "", "depth": float("nan"),
             "model": "", "seed": float("nan"), "study": ""}
 # The training loss and accuracy are averaged over the epoch's batches while the weights still move
 # (trainables/train.py), not evaluated after the epoch like the validation ones: say so in the texts.
@@ -50,20 +50,21 @@ def test_column(metric: str) -> str:
     return "final_test_acc" if metric.endswith("acc") else "final_test_loss"
 
 
-def series(model: str, depth, batchnorm: bool = True) -> str:
-    """The line of architectures a model's depth varies along, so depth trends never mix layouts:
-    'vgg', 'plain-6n+2' / 'resnet-6n+2' (He et al.'s CIFAR nets), 'plain' / 'resnet' (the 18/34
-    BasicBlock nets), 'mlp'; with '-nobn' appended for arms without BatchNorm."""
-    prefix = re.sub(r"\d+$", "", str(model))
-    if prefix in ("plain", "resnet") and _is_int(depth) and (int(depth) - 2) % 6 == 0:
-        prefix += "-6n+2"
-    return prefix + ("" if batchnorm else "-nobn")
+def series(family: str, line: str, batchnorm: bool = True) -> str:
+    """The series of architectures a model's depth varies along, so depth trends never mix layouts
+    (from the tables' `family` and `line` columns, which the model registry fills in): 'vgg',
+    'plain-6n+2' / 'resnet-6n+2' (He et al.'s CIFAR nets), 'plain' / 'resnet' (the 18/34 BasicBlock
+    nets), 'mlp'; with '-nobn' appended for arms without BatchNorm."""
+    name = str(line)
+    if name in ("resnet", "6n+2"):   # a residual net and its plain twin share a line
+        name = ("resnet" if family == "residual" else "plain") + ("-6n+2" if name == "6n+2" else "")
+    return name + ("" if batchnorm else "-nobn")
 
 
 def with_series(frame: pd.DataFrame) -> pd.DataFrame:
     """`frame` with a `series` column (see series()); group on it with dropna=False (width may be NaN)."""
     out = frame.copy()
-    out["series"] = [series(m, d, b) for m, d, b in zip(out["model"], out["depth"], out["batchnorm"])]
+    out["series"] = [series(f, ln, b) for f, ln, b in zip(out["family"], out["line"], out["batchnorm"])]
     out["width"] = out["width"].astype(float)
     return out
 
@@ -127,13 +128,6 @@ def unconfirmed_arms(trials: pd.DataFrame | None, metric: str) -> dict[str, str]
             reasons[arm] = ("no completed search trial (" + ", ".join(f"{k} {v}" for k, v in search.items())
                             + "), so it was not confirmed")
     return {str(arm): why for arm, why in reasons.items()}
-
-
-def _is_int(value) -> bool:
-    try:
-        return float(value).is_integer()
-    except (TypeError, ValueError):
-        return False
 
 
 # ---- words and numbers ---------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from .common import confirmed, higher_is_better, with_series
 from .ranking import verdict as welch_verdict
 from .stats import hedges_g, slope_ci, slope_diff_ci, welch
 
-NEED = ("study", "model", "family", "depth", "batchnorm", "width")
+NEED = ("study", "model", "family", "line", "depth", "batchnorm", "width")
 MIN_REPLICATES = 2   # runs (seeds) needed at a depth for it to count towards a trend's replicates
 TREND_COLUMNS = ["study", "family", "series", "width", "arms", "depths", "n_depths",
                  "n_replicated_depths", "n_runs", "slope", "ci_lo", "ci_hi", "p", "verdict"]

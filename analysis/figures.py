@@ -89,7 +89,7 @@ def depth_effect(trials: pd.DataFrame, metric: str, level: float = 0.95) -> go.F
     'residual 6n+2', ...; prefixed with the study when there are several)."""
     columns = ((f"final_{metric}", f"final {metric}"),
                ("final_train_loss", "final training loss (running average over the epoch)"))
-    done = confirmed(trials, need=("study", "model", "family", "depth", "batchnorm", "width",
+    done = confirmed(trials, need=("study", "model", "family", "line", "depth", "batchnorm", "width",
                                    *(c for c, _ in columns)))
     done = with_series(done[done.family.isin(["plain", "residual"])])
     title = f"Depth against final {metric} and training loss (mean, {level:.0%} CI over seeds)"

@@ -21,22 +21,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from study.errors import StudyError
-from study.spec import StudySpec
-from study.spec_file import load_spec, spec_hash
-from study.storage import STUDY_FILES, Store, is_uri
-from study.tracking import LEAN_SETTINGS
-from study.wandb_rules import analysis_values
-
-TABLES = ("trials", "epochs", "gradflow")
-OUTPUTS = ("answers.md", "answers.json", "report.html")
+from studyfiles.contract import OUTPUTS, SPEC_FILE, STUDY_FILES, TABLES, table_path
+from studyfiles.errors import StudyError
+from studyfiles.files import write_atomic
+from studyfiles.spec_data import SpecData, read_spec
+from studyfiles.storage import Store, is_uri
+from studyfiles.wandb_names import LEAN_SETTINGS, analysis_values
 
 
 @dataclass
 class StudyTables:
     """One or several studies' result tables, and what the analysis needs from their specs."""
     folders: list[Path]
-    specs: list[StudySpec]
+    specs: list[SpecData]
     trials: pd.DataFrame
     epochs: pd.DataFrame
     gradflow: pd.DataFrame
@@ -44,7 +41,7 @@ class StudyTables:
     sources: list = field(default_factory=list)      # the folders as given (paths or bucket URIs)
 
     @property
-    def spec(self) -> StudySpec:
+    def spec(self) -> SpecData:
         return self.specs[0]
 
     @property
@@ -54,7 +51,7 @@ class StudyTables:
     @property
     def space(self) -> dict[str, tuple[str, list]]:
         """The search space, {param: (kind, args)}: the first spec's (studies compared share it)."""
-        return {k: (d.kind, d.args) for k, d in self.spec.search.space.items()}
+        return self.spec.space
 
 
 def local_folder(folder: str | os.PathLike) -> Path:
@@ -72,20 +69,20 @@ def publish(folder: str | os.PathLike, names=OUTPUTS + ("wandb",)) -> None:
         Store(str(folder)).upload(*names)
 
 
-def read_folder(folder: str | os.PathLike) -> tuple[Path, StudySpec, dict[str, pd.DataFrame]]:
+def read_folder(folder: str | os.PathLike) -> tuple[Path, SpecData, dict[str, pd.DataFrame]]:
     """A study folder's resolved spec and its tables; a StudyError (one line) if it is not one."""
     out = local_folder(folder)
-    if not (out / "spec.yaml").is_file():
+    if not (out / SPEC_FILE).is_file():
         raise StudyError(f"{out} is not a study folder (no spec.yaml); give the folder that "
                          "`archstudy run` printed as 'results'")
-    missing = [f"{t}.parquet" for t in TABLES if not (out / f"{t}.parquet").is_file()]
+    missing = [table_path(out, t).name for t in TABLES if not table_path(out, t).is_file()]
     if missing:
         raise StudyError(f"{out} has no {', '.join(missing)} yet: the study has not finished a "
                          f"phase; run `archstudy resume {out}` first")
-    frames = {t: pd.read_parquet(out / f"{t}.parquet") for t in TABLES}
+    frames = {t: pd.read_parquet(table_path(out, t)) for t in TABLES}
     if frames["trials"].empty:
         raise StudyError(f"{out}/trials.parquet holds no trial; nothing to analyse")
-    return out, load_spec(out / "spec.yaml"), frames
+    return out, read_spec(out / SPEC_FILE), frames
 
 
 def load_studies(folders: list[str | os.PathLike]) -> StudyTables:
@@ -117,12 +114,6 @@ def load_studies(folders: list[str | os.PathLike]) -> StudyTables:
 
 
 # ---- writing -----------------------------------------------------------------------------------------
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_outputs(out: Path, answers: dict, markdown: str, html: str) -> dict[str, Path]:
     """answers.json, answers.md and report.html in `out`, each written whole or not at all."""
     out.mkdir(parents=True, exist_ok=True)
@@ -134,8 +125,8 @@ def write_outputs(out: Path, answers: dict, markdown: str, html: str) -> dict[st
 
 
 # ---- W&B -----------------------------------------------------------------------------------------------
-def wandb_mode(spec: StudySpec, override: str | None) -> str:
-    return override or spec.wandb.resolved_mode()
+def wandb_mode(spec: SpecData, override: str | None) -> str:
+    return override or spec.wandb_mode()
 
 
 def log_to_wandb(tables: StudyTables, figures: dict, frames: dict[str, pd.DataFrame], answers: dict,
@@ -151,10 +142,10 @@ def log_to_wandb(tables: StudyTables, figures: dict, frames: dict[str, pd.DataFr
     stamp = time.strftime("%Y%m%d-%H%M%S")
     values = analysis_values(spec.name, stamp)   # checked against W&B's rules by validate
     run = wandb.init(
-        project=spec.wandb.project, entity=spec.wandb.entity, group=values["run_group"],
+        project=spec.wandb_project, entity=spec.wandb_entity, group=values["run_group"],
         job_type=values["run_job_type"], id=values["run_id"], name=values["run_name"], dir=str(out),
         mode=mode, tags=values["run_tags"], config={"studies": [s.name for s in tables.specs],
-                                                    "spec_hashes": [spec_hash(s) for s in tables.specs]},
+                                                    "spec_hashes": [s.hash for s in tables.specs]},
         settings=wandb.Settings(**LEAN_SETTINGS),
         reinit="create_new")
     try:
@@ -176,11 +167,11 @@ def create_wandb_report(tables: StudyTables, answers: dict, save: bool):
     import wandb_workspaces.reports.v2 as wr
 
     spec = tables.spec
-    runs = wr.Runset(project=spec.wandb.project, entity=spec.wandb.entity or "", name=spec.name,
+    runs = wr.Runset(project=spec.wandb_project, entity=spec.wandb_entity or "", name=spec.name,
                      filters=f"Config('group') == '{spec.name}'", groupby=["arm"])
     metrics = ["train_loss", "val_loss", "train_acc", "val_acc"]
     report = wr.Report(
-        project=spec.wandb.project, entity=spec.wandb.entity or "",
+        project=spec.wandb_project, entity=spec.wandb_entity or "",
         title=f"archstudy: {spec.name}",
         description="Depth against residual connections: learning curves, gradient flow, answers.",
         blocks=[wr.H1(f"Study {spec.name}"),

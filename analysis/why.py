@@ -53,7 +53,7 @@ def diagnose(trials: pd.DataFrame, gradflow: pd.DataFrame | None = None, metric:
     numbers behind its own one-sentence `text`.
     """
     col = f"final_{metric}"
-    need = ("study", "model", "family", "depth", "batchnorm", "width", col, "final_train_loss",
+    need = ("study", "model", "family", "line", "depth", "batchnorm", "width", col, "final_train_loss",
             "final_train_acc", "final_val_acc", "final_val_loss")
     runs = with_series(confirmed(trials, need=need))
     runs = runs[runs[col].notna()].assign(study=runs["study"].fillna(""),

@@ -10,7 +10,7 @@
 
 Spec errors print one line (key path, bad value, what is allowed) and exit with code 2, before Ray
 starts and before anything is written. Any command piped into `head` ends quietly when `head` has
-read its fill (exit code 141, as for a process that SIGPIPE ended: trainables/pipes.py). `run` and
+read its fill (exit code 141, as for a process that SIGPIPE ended: studyfiles/pipes.py). `run` and
 `resume` stopped by Ctrl+C (SIGINT) or a scheduler's SIGTERM exit with 130 or 143, the current
 phase unfinished, and say on their last line how to continue (`archstudy resume DIR`).
 """
@@ -21,15 +21,16 @@ import json
 import shlex
 import sys
 
+from analysis import cli as analysis_cli
+from studyfiles.errors import StudyError
+from studyfiles.pipes import quiet_on_broken_pipe
+from studyfiles.storage import join
 from trainables.data import DatasetUnavailable
-from trainables.pipes import quiet_on_broken_pipe
 
 from . import interrupt
-from .errors import StudyError
 from .interrupt import Interrupted, catching
 from .spec_errors import SpecError
 from .spec_file import json_schema, load_spec
-from .storage import join
 
 
 def cmd_validate(args) -> int:
@@ -61,7 +62,7 @@ def cmd_models(args) -> int:
 def finish(study) -> int:
     import pandas as pd
     print()
-    analyze_and_print([str(study.store)], None, None, False)
+    analysis_cli.print_analysis([str(study.store)])
     trials = pd.read_parquet(study.out / "trials.parquet")
     from analysis.common import unconfirmed_arms
     unconfirmed = unconfirmed_arms(trials, study.spec.metric)
@@ -89,21 +90,8 @@ def finish(study) -> int:
     return 0
 
 
-def analyze_and_print(folders, out, wandb_mode, wandb_report, full: bool = False) -> None:
-    """The headline first (ranking, one sentence per question), then where the details are."""
-    from analysis import analyze
-    result = analyze(folders, out=out, wandb_mode=wandb_mode, wandb_report=wandb_report)
-    print(result.summary)
-    if full:
-        print()
-        print(result.details)
-    print(f"report: {result.paths['report.html']}")
-    print(f"answers: {result.paths['answers.md']}, {result.paths['answers.json']}")
-
-
 def cmd_analyze(args) -> int:
-    analyze_and_print(args.dirs, args.out, args.wandb_mode, args.wandb_report, args.full)
-    return 0
+    return analysis_cli.run(args)
 
 
 def check_local_resources(spec, address: str | None) -> None:
@@ -204,14 +192,7 @@ def parser() -> argparse.ArgumentParser:
     resume.add_argument("--address")
     resume.set_defaults(fn=cmd_resume)
     analyze = sub.add_parser("analyze", help="answer a study's questions: answers.md/.json, report.html")
-    analyze.add_argument("dirs", nargs="+", metavar="DIR", help="study folders (several: compared)")
-    analyze.add_argument("--out", help="where to write the answers and report (default: the study folder)")
-    analyze.add_argument("--wandb-mode", choices=["offline", "online", "disabled"])
-    analyze.add_argument("--wandb-report", action="store_true",
-                         help="also create a W&B Report with the key panels (online mode only)")
-    analyze.add_argument("--full", action="store_true",
-                         help="also print every verdict (as in answers.md), not only the headline")
-    analyze.set_defaults(fn=cmd_analyze)
+    analysis_cli.add_arguments(analyze).set_defaults(fn=cmd_analyze)
     validate = sub.add_parser("validate", help="check a spec without running it")
     validate.add_argument("spec")
     validate.set_defaults(fn=cmd_validate)

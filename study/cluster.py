@@ -30,7 +30,8 @@ import time
 import uuid
 from pathlib import Path
 
-from .errors import StudyError
+from studyfiles.errors import StudyError
+
 from .resources import too_large
 from .spec import StudySpec
 from .spec_file import dump_spec

@@ -10,18 +10,19 @@ that `resume` can name what changed; folders written before it was kept are chec
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shlex
 import shutil
 import tempfile
 from pathlib import Path
 
-from .errors import StudyError
+from studyfiles.errors import StudyError
+from studyfiles.spec_data import canonical_hash
+from studyfiles.storage import Store
+
 from .spec import StudySpec, spec_from_dict
 from .spec_errors import SpecError
-from .spec_file import _load_yaml, spec_hash
-from .storage import Store
+from .spec_file import _load_yaml, resolved, spec_hash
 
 PHASES = ("search", "confirm", "done")
 MIN_FREE_MB = 100   # below this a study can't keep its checkpoints, tables and W&B runs
@@ -75,15 +76,6 @@ def read_state(out: Path) -> dict:
         raise StudyError(f"{path} is not a study state: expected {{\"phase\": one of "
                          f"{', '.join(PHASES)}, ...}}, found {json.dumps(state)[:120]}")
     return state
-
-
-def resolved(spec: StudySpec) -> dict:
-    return spec.model_dump(mode="json", by_alias=True)
-
-
-def canonical_hash(data) -> str:
-    """spec_hash's digest of a plain dict (the YAML of spec.yaml as it is written)."""
-    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:12]
 
 
 def spec_changes(original: dict, current: dict, path: str = "") -> list[str]:

@@ -16,8 +16,9 @@ from pathlib import Path
 
 from ray import tune
 
+from studyfiles.storage import Store, join
+
 from . import interrupt
-from .storage import Store, join
 from .tables import trial_error
 
 LOG_FILE = "driver.log"

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import os
 
-from .errors import StudyError
+from studyfiles.errors import StudyError
+
 from .spec import StudySpec
 
 

@@ -29,20 +29,22 @@ from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
+from studyfiles.contract import STUDY_FILES, Phase
+from studyfiles.errors import StudyError
+from studyfiles.files import write_atomic
+from studyfiles.storage import Store, is_uri, join, mirror_of
 from trainables.data import load_data
 
 from . import interrupt, logs, recovery, search, tables
-from .errors import StudyError
-from .folder import check_new_study, check_unchanged, read_state, resolved
+from .folder import check_new_study, check_unchanged, read_state
 from .progress import ProgressCallback
 from .asha import PerArmASHA
 from .search import ArmSearch, FixedConfigs, pruned_epochs, study_name
 from .spec import StudySpec
-from .spec_file import dump_spec, load_spec, spec_hash
-from .storage import STUDY_FILES, Store, is_uri, join, mirror_of
+from .spec_file import dump_spec, load_spec, resolved, spec_hash
 from .trainable import Trial
 
-PHASES = ("search", "confirm")
+PHASES = tuple(phase.value for phase in Phase)   # in the order they run
 os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")   # diverged epochs carry no val metric
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")   # we add JSON + CSV, not TensorBoard
@@ -56,12 +58,6 @@ def git_commit() -> str:
                               capture_output=True, timeout=10).stdout.strip() or "unknown"
     except OSError:
         return "unknown"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def keep_ray_on_loopback() -> None:

@@ -28,12 +28,12 @@ from typing import Annotated, Any, Literal, Mapping, Optional
 from pydantic import (AfterValidator, AllowInfNan, BaseModel, ConfigDict, Field, Strict, StrictBool,
                       StrictInt, StrictStr, ValidationError, model_serializer, model_validator)
 
+from studyfiles.storage import is_uri, join
 from trainables.config import DEFAULTS, MODEL_DEFAULTS, check_option
 from trainables.data import DATASETS
 from trainables.models import list_models
 
 from . import spec_checks
-from .storage import is_uri, join
 from .spec_errors import NAME_RE, SpecError, bad, one_line, short
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 
+from studyfiles.wandb_names import analysis_values
 from trainables.models import model_depth, model_family
 
 from . import wandb_rules
@@ -42,7 +43,7 @@ def check_wandb_values(spec) -> None:
             raise bad(("arms", i, "name"), arm.name,
                       f"{wandb_rules.ALLOWED[field]} (this one has {len(arm.name)})")
         raise bad(("arms", i, "name"), arm.name, f"{wandb_rules.ALLOWED[field]} ({reason})")
-    values = wandb_rules.analysis_values(spec.name)
+    values = analysis_values(spec.name)
     if (reason := wandb_rules.wandb_refusal(project=spec.wandb.project, **values)) is not None:
         raise bad(("name",), spec.name, f"W&B refuses the analysis run's values: {reason}")
 

@@ -10,14 +10,13 @@ error to a binary file, is a one-line SpecError.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from studyfiles.spec_data import canonical_hash
 from trainables.yaml_values import Dumper, Loader
 
 from .spec import StudySpec, spec_from_dict
@@ -71,18 +70,19 @@ def json_schema() -> dict:
             **StudySpec.model_json_schema(), "title": "archstudy study spec"}
 
 
-def _resolved(spec: StudySpec) -> dict:
+def resolved(spec: StudySpec) -> dict:
+    """The spec as plain data, every default filled in (what spec.yaml and study.json hold)."""
     return spec.model_dump(mode="json", by_alias=True)
 
 
 def spec_hash(spec: StudySpec) -> str:
-    """First 12 hex digits of the sha256 of the resolved spec as canonical JSON."""
-    blob = json.dumps(_resolved(spec), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    """First 12 hex digits of the sha256 of the resolved spec as canonical JSON (the analysis
+    computes the same from spec.yaml: studyfiles/spec_data.py)."""
+    return canonical_hash(resolved(spec))
 
 
 def dump_spec(spec: StudySpec) -> str:
     """The resolved spec (every default filled in) as YAML that loads back to an equal spec."""
-    return yaml.dump(_resolved(spec), Dumper=Dumper, sort_keys=False, allow_unicode=True)
+    return yaml.dump(resolved(spec), Dumper=Dumper, sort_keys=False, allow_unicode=True)
 
 

@@ -1,6 +1,7 @@
-"""The study's result tables, the contract with the analysis package:
+"""The study's result tables, written as studyfiles/contract.py names them (the analysis reads
+them through the same contract):
 
-- trials.parquet: one row per trial (arm, family, depth, phase, seed, config, status among
+- trials.parquet: one row per trial (arm, family, line, depth, phase, seed, config, status among
   completed / pruned / diverged / error, the first line of an error's cause, best and final
   metrics, epochs run, wall / CPU / GPU seconds, node); a trial that failed before it reported
   anything (in its setup) is a row too, from Tune's saved state and its error.txt
@@ -14,16 +15,16 @@ kept once.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
+from studyfiles.contract import METRICS, TABLES, Phase, Status, table_path, trials_path
+from studyfiles.files import write_parquet
 from trainables.config import training_options
-from trainables.models import model_depth, model_family
+from trainables.models import get_model, model_depth
 
-FINAL_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
 GRADFLOW_KEY = "grad_flow"
 DROPPED_RAY_KEYS = ("config", "trial_id", "date", "hostname", "pid", "checkpoint_dir_name",
                     "should_checkpoint", "done")
@@ -63,10 +64,12 @@ def read_results(trial_dir: Path) -> list[dict]:
 
 
 def trial_status(results: list[dict], error: bool) -> str:
+    """A trial's Status value from its reports: a trial stopped before its last epoch was pruned."""
     if error or not results:
-        return "error"
+        return Status.ERROR.value
     last = results[-1]["status"]
-    return {"completed": "completed", "diverged": "diverged"}.get(last, "pruned")
+    ended = {Status.COMPLETED.value, Status.DIVERGED.value}
+    return last if last in ended else Status.PRUNED.value
 
 
 def tune_trials(phase_dir: Path) -> dict[str, dict]:
@@ -122,8 +125,9 @@ def collect_phase(out: Path, phase: str, spec) -> tuple[list[dict], list[dict], 
         # Tune writes error.txt/error.pkl at every failure, also one it then retried successfully
         error = (statuses[trial_id] == "ERROR" if trial_id in statuses else
                  (trial_dir / "error.txt").exists() or (trial_dir / "error.pkl").exists())
+        model = get_model(config["model"])
         base = {"study": spec.name, "phase": phase, "trial_id": trial_id, "arm": config["arm"],
-                "model": config["model"], "family": model_family(config["model"]),
+                "model": model.name, "family": model.family, "line": model.line,
                 "depth": model_depth(config["model"], config.get("hidden")),
                 "batchnorm": bool(config.get("batchnorm", True)), "width": config.get("width"),
                 "seed": config["seed"]}
@@ -137,7 +141,7 @@ def collect_phase(out: Path, phase: str, spec) -> tuple[list[dict], list[dict], 
             "status": trial_status(results, error), "epochs_run": len(results),
             "error": trial_error(trial_dir) if error else None,
             f"best_{spec.metric}": better(scores) if scores else float("nan"),
-            **{f"final_{m}": last.get(m, float("nan")) for m in FINAL_METRICS},
+            **{f"final_{m}": last.get(m, float("nan")) for m in METRICS},
             "wall_seconds": wall, "cpu_seconds": wall * spec.resources.cpu,
             "gpu_seconds": wall * spec.resources.gpu, "node_id": last.get("node_id"),
             "path": str(trial_dir.relative_to(out)),
@@ -151,23 +155,17 @@ def collect_phase(out: Path, phase: str, spec) -> tuple[list[dict], list[dict], 
     return trials, epochs, layers
 
 
-def write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-
-
 def write_tables(out: Path, spec) -> dict[str, pd.DataFrame]:
     trials, epochs, layers = [], [], []
-    for phase in ("search", "confirm"):
-        t, e, g = collect_phase(out, phase, spec)
+    for phase in Phase:
+        t, e, g = collect_phase(out, phase.value, spec)
         trials += t
         epochs += e
         layers += g
     frames = {"trials": pd.DataFrame(trials), "epochs": pd.DataFrame(epochs),
               "gradflow": pd.DataFrame(layers)}
-    for name, frame in frames.items():
-        write_parquet(frame, out / f"{name}.parquet")
+    for name in TABLES:
+        write_parquet(frames[name], table_path(out, name))
     return frames
 
 
@@ -181,7 +179,7 @@ def failed_arms(trials: pd.DataFrame, phase: str, arms) -> dict[str, str]:
     failed = {}
     for arm in arms:
         rows = mine[mine.arm == arm]
-        if len(rows) and (rows.status == "error").all():
+        if len(rows) and (rows.status == Status.ERROR).all():
             causes = rows.sort_values(["optuna_trial", "seed"], na_position="last").error.dropna()
             failed[arm] = causes.iloc[0] if len(causes) else "no error.txt; see driver.log"
     return failed
@@ -195,10 +193,10 @@ def missing_trials(trials: pd.DataFrame, phase: str, spec) -> dict[str, str]:
     missing = {}
     for arm in spec.arm_names:
         rows = mine[mine.arm == arm] if len(mine) else mine
-        if phase == "search" and len(rows) < spec.search.trials_per_arm:
+        if phase == Phase.SEARCH and len(rows) < spec.search.trials_per_arm:
             missing[arm] = f"{len(rows)} of {spec.search.trials_per_arm} search trials"
-        searched = trials[(trials.phase == "search") & (trials.arm == arm)] if len(trials) else trials
-        if phase == "confirm" and (searched.status == "completed").any() \
+        searched = trials[(trials.phase == Phase.SEARCH) & (trials.arm == arm)] if len(trials) else trials
+        if phase == Phase.CONFIRM and (searched.status == Status.COMPLETED).any() \
                 and sorted(rows.seed.tolist()) != sorted(spec.seeds):
             missing[arm] = (f"confirmation runs with seeds {sorted(rows.seed.tolist())}, "
                             f"not {sorted(spec.seeds)}")
@@ -219,13 +217,13 @@ def phase_problem(trials: pd.DataFrame, phase: str, spec, folder: str) -> str | 
                 + "; ".join(f"arm {arm!r}: {what}" for arm, what in missing.items())
                 + "): Ray Tune's saved state of it was not restored whole (see driver.log)"
                 + (f"; move {folder}/confirm aside and `archstudy resume {folder}` runs the "
-                   "confirmation again" if phase == "confirm" else ""))
+                   "confirmation again" if phase == Phase.CONFIRM else ""))
     return None
 
 
 def statuses(out: Path, phase: str, arm: str) -> str:
     """'diverged 2, pruned 1': the statuses of an arm's trials in `phase`, from trials.parquet."""
-    path = out / "trials.parquet"
+    path = trials_path(out)
     trials = pd.read_parquet(path) if path.exists() else pd.DataFrame(columns=["phase", "arm", "status"])
     mine = trials[(trials.phase == phase) & (trials.arm == arm)]
     return ", ".join(f"{status} {n}" for status, n in mine.status.value_counts().items()) or "none"
@@ -235,11 +233,11 @@ def best_rerun(out: Path, arm: str, spec) -> dict | None:
     """The searched options of the arm's best completed search trial in trials.parquet, for an arm
     whose Optuna study holds no completed trial: its trials failed, Optuna recorded them as FAIL
     (which cannot be undone), and `resume` ran them again to completion. None when there is none."""
-    path = out / "trials.parquet"
+    path = trials_path(out)
     if not path.exists():
         return None
     trials = pd.read_parquet(path)
-    done = trials[(trials.phase == "search") & (trials.arm == arm) & (trials.status == "completed")]
+    done = trials[(trials.phase == Phase.SEARCH) & (trials.arm == arm) & (trials.status == Status.COMPLETED)]
     done = done.dropna(subset=[f"final_{spec.metric}"])
     if done.empty:
         return None

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 
+from studyfiles.wandb_names import LEAN_SETTINGS
+
 from .wandb_rules import run_id, run_name
 
 # A wandb service started by another process reaches this one through the environment (a notebook
@@ -19,12 +21,6 @@ from .wandb_rules import run_id, run_name
 os.environ.pop("WANDB_SERVICE", None)
 
 TRAINING_KEYS_DROPPED_FROM_METRICS = ("grad_flow", "status")
-# What wandb would collect per run besides our config and metrics (system stats, console, git state,
-# pip requirements, code, machine info) is off: it cost 0.23 of the 0.25 s of each warm
-# `wandb.init` here, and the config already carries the git commit and the spec's hash.
-LEAN_SETTINGS = dict(console="off", silent=True, x_disable_stats=True, x_disable_meta=True,
-                     x_disable_machine_info=True, x_save_requirements=False, disable_git=True,
-                     disable_code=True, save_code=False, disable_job_creation=True)
 
 
 def open_run(settings: dict, config: dict, trial_id: str, tags: list[str]):
@@ -53,7 +49,7 @@ def finish_run(run, settings: dict) -> None:
     if settings.get("upload_to") and settings["mode"] == "offline":
         from pathlib import Path
 
-        from .storage import join, upload_folder
+        from studyfiles.storage import join, upload_folder
         folder = Path(run.dir).parent   # .../wandb/offline-run-<time>-<id>/files -> the run folder
         upload_folder(folder, join(settings["upload_to"], folder.name))
 

@@ -52,13 +52,6 @@ def run_name(arm: str, trial_id: str) -> str:
     return f"{arm}-{trial_id}"
 
 
-def analysis_values(study: str, stamp: str = "20250101-000000") -> dict:
-    """The wandb.Settings fields of the analysis run (analysis/io.py; stamp: time.strftime's
-    %Y%m%d-%H%M%S, the sample has its length)."""
-    return {"run_group": study, "run_id": f"{study}-analysis-{stamp}", "run_name": f"analysis-{stamp}",
-            "run_tags": ["analysis"], "run_job_type": "analysis"}
-
-
 def wandb_refusal(**settings) -> str | None:
     """Why wandb.Settings refuses these values (one line), or None when it takes them."""
     import wandb

@@ -298,8 +298,8 @@ def test_figures_use_completed_runs_and_mark_only_where_a_trial_diverged():
     assert list(mean.y) == pytest.approx([0.6, 0.9])
     search = pd.concat([epochs_frame({a: [[0.5, 0.6, 0.7]]}, phase="search").assign(trial_id="t0")
                         for a in ("a", "b")])
-    trials = pd.DataFrame([trial("a", "m", "plain", 11, 0, phase="search", status="diverged", trial_id="t0"),
-                           trial("b", "m", "plain", 11, 0, phase="search", trial_id="t0")])
+    trials = pd.DataFrame([trial("a", "vgg11", "plain", 11, 0, phase="search", status="diverged", trial_id="t0"),
+                           trial("b", "vgg11", "plain", 11, 0, phase="search", trial_id="t0")])
     fig = figures.search_curves(search, trials, "val_acc", {"a": "#111111", "b": "#222222"})
     assert [len(t.x) for t in fig.data if t.mode == "lines"] == [3, 3]
     marks = [t for t in fig.data if t.mode == "markers"]

@@ -15,6 +15,7 @@ import pytest
 from scipy import stats as sps
 
 from analysis import questions as q
+from trainables.models import model_line
 from analysis.stats import hedges_g, holm, mean_ci, slope_ci, slope_diff_ci, welch
 
 NAN = float("nan")
@@ -25,7 +26,7 @@ def trial(arm, model, family, depth, seed, phase="confirm", status="completed", 
           study="synthetic", **values) -> dict:
     """One row of the trials table; metrics not given are NaN."""
     row = {"study": study, "phase": phase, "trial_id": f"{arm}-{phase}-{seed}", "arm": arm,
-           "model": model, "family": family, "depth": depth, "batchnorm": batchnorm, "width": 0.25,
+           "model": model, "family": family, "line": model_line(model), "depth": depth, "batchnorm": batchnorm, "width": 0.25,
            "seed": seed, "optuna_trial": seed if phase == "search" else None, "config": "{}",
            "status": status, "epochs_run": 4, "final_train_loss": NAN, "final_train_acc": NAN,
            "final_val_loss": NAN, "final_val_acc": NAN, "final_test_loss": NAN, "final_test_acc": NAN,
@@ -59,12 +60,13 @@ def arms_frame(means: dict, sd: float = 0.01, seeds: int = 5, seed: int = 0, col
 
 
 def gradflow_frame(arm: str, first_norm: float, seeds: int = 3, layers: int = 8, epochs: int = 2,
-                   family="plain", depth=56) -> pd.DataFrame:
+                   family="plain", depth=56, line="6n+2") -> pd.DataFrame:
     """Per-layer rows: grad_norm falls geometrically from 1.0 (last layer) to first_norm (layer 0);
     trial ids as trial() makes them, so that they match completed confirmation trials."""
     norms = np.geomspace(first_norm, 1.0, layers)
     return pd.DataFrame([{"study": "synthetic", "phase": "confirm", "trial_id": f"{arm}-confirm-{s}", "arm": arm,
-                          "model": arm, "family": family, "depth": depth, "batchnorm": True,
+                          "model": arm, "family": family, "line": line, "depth": depth,
+                          "batchnorm": True,
                           "width": 0.25, "seed": s, "epoch": e, "layer": f"l{i}", "index": i,
                           "grad_mean_abs": norms[i] / 100, "grad_max_abs": norms[i], "grad_norm": norms[i],
                           "weight_norm": 1.0, "update_ratio": 1e-3}
@@ -78,7 +80,8 @@ def epochs_frame(curves: dict[str, list[list[float]]], column="val_acc", phase="
         for s, curve in enumerate(per_seed):
             for e, v in enumerate(curve, start=1):
                 rows.append({"study": "synthetic", "phase": phase, "trial_id": f"{arm}-{s}", "arm": arm,
-                             "model": "mlp", "family": "mlp", "depth": 3, "batchnorm": True, "width": 1.0,
+                             "model": "mlp", "family": "mlp", "line": "mlp", "depth": 3, "batchnorm": True,
+                             "width": 1.0,
                              "seed": s, "epoch": e, column: v, "train_acc": v + 0.05, "val_acc": v,
                              "train_loss": 1 - v - 0.05, "val_loss": 1 - v + 0.1, "lr": 0.01,
                              "status": "completed" if e == len(curve) else "running"})

@@ -27,7 +27,7 @@ import pytest
 
 from studies import spec_text
 from study import cli, runner
-from study.errors import StudyError
+from studyfiles.errors import StudyError
 from study.search import study_name
 from study.spec_file import load_spec
 

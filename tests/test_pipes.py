@@ -1,4 +1,4 @@
-"""Every command piped into `head` ends quietly (trainables/pipes.py, issue 12 item 8): no
+"""Every command piped into `head` ends quietly (studyfiles/pipes.py, issue 12 item 8): no
 BrokenPipeError traceback and no "Exception ignored" message, exit code 141 (as for a process that
 SIGPIPE ended), through a real pipe into `head -n 1` that has gone (tests/processes.py). Each
 command is a real subprocess; they start at once. `python -m analysis DIR | head` is in

@@ -21,7 +21,7 @@ import yaml
 from processes import ray_sessions_of
 from studies import spec_text
 from study import runner
-from study.errors import StudyError
+from studyfiles.errors import StudyError
 from study.spec_file import load_spec
 
 REPO = Path(__file__).resolve().parents[1]

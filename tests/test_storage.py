@@ -27,7 +27,7 @@ from studies import BUCKET, spec_text
 from study import runner
 from study.cli import main
 from study.spec_file import load_spec, parse_spec
-from study.storage import join, mirror_of
+from studyfiles.storage import join, mirror_of
 
 SPEC = dict(name="bucketed", epochs=2, seeds=[0, 1], arms=["model: mlp, hidden: [16]"])
 

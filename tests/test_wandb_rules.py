@@ -53,7 +53,7 @@ def test_the_longest_values_validate_accepts_open_a_real_offline_run(tmp_path, s
     tag, which validate refuses, fails wandb.init too."""
     import wandb
 
-    from study.tracking import LEAN_SETTINGS
+    from studyfiles.wandb_names import LEAN_SETTINGS
     spec = parse_spec(spec_text(project=PROJECT_128, arm=ARM_64, entity="lab", name=NAME_100))
     arm = spec.arms[0]
     values = wandb_rules.arm_values(spec.name, arm.name, model_family(arm.model),

@@ -16,7 +16,7 @@ from numbers import Integral
 
 from .config import DEFAULTS, MODEL_DEFAULTS, resolve_config
 from .data import DATASETS, DatasetUnavailable, load_data
-from .pipes import quiet_on_broken_pipe
+from studyfiles.pipes import quiet_on_broken_pipe
 from .train import Trainer
 from .yaml_values import parse_yaml_value
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-STATS = ("grad_mean_abs", "grad_max_abs", "grad_norm", "weight_norm", "update_ratio")
+from studyfiles.contract import GRADFLOW_STATS
 
 
 def weights_in_forward_order(model: nn.Module, example: torch.Tensor) -> list[tuple[str, nn.Parameter]]:
@@ -47,7 +47,7 @@ def probe_steps(steps_per_epoch: int, count: int) -> set[int]:
 
 
 class GradFlow:
-    """Collects STATS for each layer on probe steps: call `before_step()` after backward and
+    """Collects GRADFLOW_STATS for each layer on probe steps: call `before_step()` after backward and
     `after_step()` after the optimiser step; `epoch_summary()` returns and resets the epoch's means."""
 
     def __init__(self, layers: list[tuple[str, nn.Parameter]]):
@@ -86,7 +86,7 @@ class GradFlow:
         if not self._count:
             return [], {}
         mean = (self._sum / self._count).tolist()
-        layers = [{"layer": name, "index": i, **dict(zip(STATS, row))}
+        layers = [{"layer": name, "index": i, **dict(zip(GRADFLOW_STATS, row))}
                   for i, (name, row) in enumerate(zip(self.names, mean))]
         self._sum, self._count = None, 0
         norms = [row["grad_norm"] for row in layers]

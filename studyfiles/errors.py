@@ -1,4 +1,4 @@
-"""Errors a user can fix, printed by the CLI as one line with exit code 2 (no traceback)."""
+"""Errors a user can fix, printed by the command line as one line with exit code 2 (no traceback)."""
 
 
 class StudyError(RuntimeError):

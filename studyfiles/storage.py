@@ -26,12 +26,9 @@ import os
 import re
 from pathlib import Path
 
+from .contract import RESULT_FILES
 from .errors import StudyError
-
-# The study's own files, which the driver keeps in the mirror (everything else is Ray's).
-STUDY_FILES = ("spec.yaml", "study.json", "optuna.db", "trials.parquet", "epochs.parquet",
-               "gradflow.parquet", "answers.md", "answers.json", "report.html", "driver.log")
-RESULT_FILES = ("params.json", "result.json", "error.txt", "error.pkl")   # per trial, for the tables
+from .files import first_line
 
 
 def is_uri(location: str | os.PathLike) -> bool:
@@ -64,7 +61,7 @@ def filesystem(uri: str):
         return pafs.FileSystem.from_uri(uri)
     except Exception as e:   # pyarrow raises ArrowInvalid/OSError with multi-line messages
         raise StudyError(f"storage: {uri!r} cannot be opened ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0][:160]})") from None
+                         f"{first_line(e)})") from None
 
 
 class Store:

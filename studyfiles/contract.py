@@ -1,0 +1,86 @@
+"""The contract between `study` (which writes a study folder) and `analysis` (which reads it):
+file names, the three tables and their columns, the status values and the phases.
+
+    from studyfiles.contract import Phase, Status, TRIALS, trials_path
+    trials = pd.read_parquet(trials_path(folder))
+    done = trials[(trials.phase == Phase.CONFIRM) & (trials.status == Status.COMPLETED)]
+
+A study folder holds:
+- spec.yaml: the resolved spec (every default filled in), read back by `spec_data`;
+- study.json (the study's phase), optuna.db (one Optuna study per arm), driver.log;
+- search/ and confirm/: Ray Tune's experiment folders, one trial folder each;
+- trials.parquet, epochs.parquet, gradflow.parquet: the tables below, rebuilt after each phase;
+- answers.md, answers.json, report.html: the analysis.
+
+    python -m pytest tests/test_layers.py tests/test_tables.py
+"""
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+
+class Phase(str, Enum):
+    """The phases of a study: the per-arm search, then the winners' runs over the seeds."""
+    SEARCH = "search"
+    CONFIRM = "confirm"
+
+
+class Status(str, Enum):
+    """How a trial ended, in trials.parquet's `status` column."""
+    COMPLETED = "completed"   # trained every epoch it was given
+    PRUNED = "pruned"         # stopped early by the scheduler (ASHA)
+    DIVERGED = "diverged"     # its training loss became NaN or infinite: a result, not a failure
+    ERROR = "error"           # raised an exception (retries used up), or never reported
+
+
+SPEC_FILE = "spec.yaml"
+STATE_FILE = "study.json"
+OPTUNA_DB = "optuna.db"
+DRIVER_LOG = "driver.log"
+TABLES = ("trials", "epochs", "gradflow")
+TABLE_FILES = tuple(f"{t}.parquet" for t in TABLES)
+OUTPUTS = ("answers.md", "answers.json", "report.html")
+# The study's own files, which a driver keeps in its local mirror of a study in a bucket
+# (everything else is Ray Tune's).
+STUDY_FILES = (SPEC_FILE, STATE_FILE, OPTUNA_DB, *TABLE_FILES, *OUTPUTS, DRIVER_LOG)
+RESULT_FILES = ("params.json", "result.json", "error.txt", "error.pkl")   # per trial, for the tables
+
+# The metrics every trial reports at the end of each epoch (val_* is the held-out split, test_* the
+# dataset's test split; losses are mean cross-entropy, accuracies fractions in [0, 1]).
+METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc")
+
+# Columns every row of the three tables has: which trial it is, and the architecture it trains.
+# `family` is mlp / plain / residual; `line` the series of depths it belongs to (trainables.models:
+# "mlp", "vgg", "resnet" for the 18/34 layout, "6n+2" for He et al.'s CIFAR nets); `depth` the
+# nominal depth in layers; `width` the channel multiplier.
+TRIAL_KEY = ("study", "phase", "trial_id", "arm", "model", "family", "line", "depth", "batchnorm",
+             "width", "seed")
+
+# trials.parquet: one row per trial. `best_<metric>` and `param_<name>` (one per searched parameter)
+# are named after the spec; `config` is the trial's training options as JSON; seconds are wall-clock
+# and CPU/GPU-seconds reserved (wall x the trial's resources); `path` is relative to the folder.
+TRIAL_COLUMNS = (*TRIAL_KEY, "optuna_trial", "config", "status", "epochs_run", "error",
+                 *(f"final_{m}" for m in METRICS), "wall_seconds", "cpu_seconds", "gpu_seconds",
+                 "node_id", "path")
+
+# epochs.parquet: one row per trial and epoch; besides these, every scalar the trial reported that
+# epoch (the `gf_*` gradient-flow summaries, lr, epoch_seconds, Tune's time_total_s, ...).
+EPOCH_COLUMNS = (*TRIAL_KEY, "epoch", "status", *METRICS)
+
+# gradflow.parquet: one row per trial, epoch and weight layer (conv or linear, `index` 0 the first
+# in forward order); the statistics are means over the epoch's probe batches (trainables/gradflow.py):
+# mean and max |grad|, grad and weight L2 norms, and ||w_after - w_before|| / ||w_before||.
+GRADFLOW_STATS = ("grad_mean_abs", "grad_max_abs", "grad_norm", "weight_norm", "update_ratio")
+GRADFLOW_COLUMNS = (*TRIAL_KEY, "epoch", "layer", "index", *GRADFLOW_STATS)
+
+
+def table_path(folder: str | Path, table: str) -> Path:
+    """Where a table lives in a (local) study folder: one of TABLES."""
+    if table not in TABLES:
+        raise ValueError(f"table: {table!r} is not allowed; choose one of: {', '.join(TABLES)}")
+    return Path(folder) / f"{table}.parquet"
+
+
+def trials_path(folder: str | Path) -> Path:
+    return table_path(folder, "trials")
