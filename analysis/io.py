@@ -162,26 +162,13 @@ def log_to_wandb(tables: StudyTables, figures: dict, frames: dict[str, pd.DataFr
 
 
 def create_wandb_report(tables: StudyTables, answers: dict, save: bool):
-    """A W&B Report (wandb-workspaces) with the study's key panels; saved only when `save` (needs a
-    login and the network). Returns the report object, so it can be built and checked offline."""
-    import wandb_workspaces.reports.v2 as wr
+    """The study's W&B Report (analysis/wandb_report.py); saved only when `save` (needs a login and
+    the network). Returns the report object, so it can be built and checked offline."""
+    from .wandb_report import build_report
 
     spec = tables.spec
-    runs = wr.Runset(project=spec.wandb_project, entity=spec.wandb_entity or "", name=spec.name,
-                     filters=f"Config('group') == '{spec.name}'", groupby=["arm"])
-    metrics = ["train_loss", "val_loss", "train_acc", "val_acc"]
-    report = wr.Report(
-        project=spec.wandb_project, entity=spec.wandb_entity or "",
-        title=f"archstudy: {spec.name}",
-        description="Depth against residual connections: learning curves, gradient flow, answers.",
-        blocks=[wr.H1(f"Study {spec.name}"),
-                wr.MarkdownBlock("\n".join(f"- {t}" for t in answers.get("text", []))),
-                wr.PanelGrid(runsets=[runs], panels=[
-                    *[wr.LinePlot(title=m, x="epoch", y=[m], groupby="arm") for m in metrics],
-                    wr.LinePlot(title="first/last layer gradient norm", x="epoch",
-                                y=["gf_first_last_ratio"], log_y=True, groupby="arm"),
-                    wr.BarPlot(title=f"final {spec.metric}", metrics=[spec.metric], groupby="arm"),
-                ])])
+    report = build_report(spec.name, spec.wandb_project, spec.wandb_entity, spec.metric,
+                          list(spec.space), spec.arm_names, answers.get("text", []))
     if save:
         report.save()
     return report

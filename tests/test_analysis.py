@@ -122,14 +122,38 @@ def test_notebook_runs_against_the_tiny_study(tiny, tmp_path):
     assert sum("application/vnd.plotly.v1+json" in o.get("data", {}) for o in outputs) == len(FIGURES)
 
 
-def test_wandb_report_is_built_offline(tiny):
+def report_spec(report) -> dict:
+    """The Report's JSON spec, as W&B's server would receive it on save."""
+    return json.loads(report._to_model().model_dump_json(by_alias=True, exclude_none=True))["spec"]
+
+
+def grids(spec: dict) -> list[dict]:
+    return [b for b in spec["blocks"] if b.get("type") == "panel-grid"]
+
+
+def test_wandb_report_selects_the_studys_runs_and_shows_each_arms_search(tiny):
     tables = io.load_studies([tiny.out])
     answers, _, _ = analysis.compute(tables)
     report = io.create_wandb_report(tables, answers, save=False)
     assert report.title == "archstudy: tiny" and report.project == tiny.spec.wandb.project
-    grid = report.blocks[-1]
-    assert [p.title for p in grid.panels][:4] == ["train_loss", "val_loss", "train_acc", "val_acc"]
-    assert grid.runsets[0].filters == "Config('group') == 'tiny'"
+    spec = report_spec(report)
+    runsets = [g["metadata"]["runSets"][0] for g in grids(spec)]
+    group = {"key": {"section": "run", "name": "group"}, "op": "=", "value": "tiny", "disabled": False}
+    assert all(rs["filters"]["filters"][0] == group for rs in runsets)   # the run attribute, not a config key
+    assert runsets[0]["grouping"] == [{"section": "config", "name": "arm.value"}]
+    by_arm = {f["value"]: rs["filters"]["filters"] for rs in runsets for f in rs["filters"]["filters"]
+              if f["key"] == {"section": "config", "name": "arm"}}
+    assert list(by_arm) == tiny.spec.arm_names
+    assert all({"section": "run", "name": "jobType"} in [f["key"] for f in fs] for fs in by_arm.values())
+    panels = [[p["viewType"] for p in g["metadata"]["panelBankSectionConfig"]["panels"]] for g in grids(spec)]
+    assert panels[0] == ["Run History Line Plot"] * 5 and panels[1] == ["Media Browser"] * 2
+    assert panels[2:] == [["Parallel Coordinates Plot", "Parameter Importance"]] * len(tiny.spec.arm_names)
+    coords, importance = grids(spec)[2]["metadata"]["panelBankSectionConfig"]["panels"]
+    assert [c["accessor"] for c in coords["config"]["columns"]] == ["config:lr.value", "summary:val_acc"]
+    assert importance["config"]["targetKey"] == "val_acc"
+    media = grids(spec)[1]["metadata"]["panelBankSectionConfig"]["panels"]
+    assert [m["config"]["mediaKeys"] for m in media] == [["figures/depth_effect"], ["figures/learning_curves"]]
+    assert "Metric('Group') == 'tiny'" in str(report.blocks[3].runsets[0].filters)
 
 
 def test_two_studies_are_compared_with_arms_kept_apart(tiny, tmp_path):
