@@ -11,9 +11,8 @@ saying where, what and what is allowed:
 
 Training options (the arms' model options, `search.space`, `search.fixed`) are checked by
 `trainables.config.TrainingOptions`, the model the training loop uses, so there is one source of
-truth for them. What other systems
-will do with a valid spec (W&B's rules for the values built from it, the devices Ray lets a trial
-see) is checked too, in study/spec_checks.py.
+truth for them. What other systems will do with a valid spec (W&B's rules for the values built from
+it, the devices Ray lets a trial see) is checked too, in study/spec_checks.py.
 
 Reading order: value types, the spec's sections (Subset, Arm, Distribution, Search, Scheduler,
 Resources, WandbConfig, Failure), the top-level StudySpec, and `spec_from_dict`, which validates.
