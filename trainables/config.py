@@ -129,8 +129,7 @@ class TrainingOptions(BaseModel):
             return "expected true or false"
         bounds = [f"{op} {getattr(rule, name):g}" for rule in field.metadata   # Gt(0.0) -> '> 0'
                   for name, op in BOUNDS.items() if hasattr(rule, name)]
-        return " ".join([f"expected {'an integer' if field.annotation is int else 'a number'}",
-                         " and ".join(bounds)]).strip()
+        return f"expected {'an integer' if field.annotation is int else 'a number'} " + " and ".join(bounds)
 
 
 class OptionError(ValueError):
