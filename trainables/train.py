@@ -5,7 +5,8 @@
 `Trainer(config, data)` builds everything from a plain config dict, checked and completed into
 `TrainingOptions` (trainables/config.py); `trainer.run()` yields one metrics dict per epoch.
 `state_dict()` / `load_state_dict()` capture model, optimiser, epoch and RNG (the lr schedule
-follows from the epoch), so a resumed run continues exactly where it stopped. Nothing here knows about Ray: study/trainable.py wraps it.
+follows from the epoch), so a resumed run continues exactly where it stopped. Nothing here knows
+about Ray: study/trainable.py wraps it.
 """
 from __future__ import annotations
 
