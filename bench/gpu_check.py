@@ -8,8 +8,9 @@ With the `device` tool (H200; no Ray, Optuna or W&B there; this repository trave
 
     PYTHONPATH=. python3 bench/gpu_check.py --out $OUT/gpu_check.json     (timeout_s 540)
 
-Needs only torch, torchvision, numpy, pyyaml and trainables (the script puts the repository root
-on sys.path itself). Sections of the JSON:
+Needs only torch, torchvision, numpy, pyyaml, pydantic (trainables/config.py's TrainingOptions; the
+H200 image lacks it: carry its wheels, with pydantic-core, annotated-types and typing-inspection)
+and trainables (the script puts the repository root on sys.path itself). Sections of the JSON:
   throughput   bench/throughput.py's comparison on CUDA: mlp, resnet18, vgg16 at full width on
                3x32x32 data, batch 64 and 128: samples/s of archstudy's loop (Trainer.train_epoch,
                gradient flow on) against the bare loop and the lab-style DataLoader; achieved

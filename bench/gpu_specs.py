@@ -2,10 +2,11 @@
 
     python bench/gpu_check.py --dry-run      # the "specs" section of its JSON comes from here
 
-The specs are read as plain YAML (study.spec needs pydantic, which the GPU machine lacks). Each
-arm's model is timed with the spec's batch size and archstudy's own loop (Trainer.train_epoch with
-CIFAR augmentation and gradient flow, then evaluate on the validation split) on synthetic
-CIFAR-shaped data; an epoch's seconds scale those rates to the spec's split sizes.
+The specs are read as plain YAML: only the fields that size the compute, so that the GPU check needs
+no part of the study package. Each arm's model is timed with the spec's batch size and archstudy's
+own loop (Trainer.train_epoch with CIFAR augmentation and gradient flow, then evaluate on the
+validation split) on synthetic CIFAR-shaped data; an epoch's seconds scale those rates to the
+spec's split sizes.
 
 Assumptions of the GPU-hour figures (also written into the JSON):
   - one trial per GPU: the sum over runs of epochs x epoch seconds (no start-up, checkpoint or W&B
@@ -25,22 +26,23 @@ from pathlib import Path
 import torch
 import yaml
 
-from trainables.config import DEFAULTS, MODEL_DEFAULTS
+from trainables.config import TrainingOptions
 
 from bench.gpu_share import synthetic_data, trainer_config
 from trainables.train import Trainer
 
 SPECS = ("lab_cnn_cifar10.yaml", "he2016_cifar10.yaml")   # the specs written for GPUs
 SPLIT_SIZES = {"cifar10": (45000, 5000)}   # train / validation images per epoch (trainables/data.py)
-PROBES = DEFAULTS["grad_flow_batches"]     # gradient-flow probe batches in a real epoch
+DEFAULT = TrainingOptions()                # the options a spec leaves out
+PROBES = DEFAULT.grad_flow_batches         # gradient-flow probe batches in a real epoch
 
 
 def read_spec(path: Path) -> dict:
     """The fields of a spec that size its compute: epochs, seeds, arms (model, batch), search, GPU."""
     raw = yaml.safe_load(path.read_text())
     fixed = raw.get("search", {}).get("fixed", {})
-    arms = [{"model": a["model"], "batch": {**fixed, **a}.get("batch_size", DEFAULTS["batch_size"]),
-             "width": {**fixed, **a}.get("width", MODEL_DEFAULTS["width"])} for a in raw["arms"]]
+    arms = [{"model": a["model"], "batch": {**fixed, **a}.get("batch_size", DEFAULT.batch_size),
+             "width": {**fixed, **a}.get("width", DEFAULT.width)} for a in raw["arms"]]
     return {"file": path.name, "name": raw["name"], "data": raw["data"], "epochs": raw["epochs"],
             "seeds": len(raw["seeds"]), "arms": arms, "trials_per_arm": raw["search"]["trials_per_arm"],
             "scheduler": raw.get("scheduler", {"name": "none"}),

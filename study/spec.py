@@ -9,10 +9,10 @@ saying where, what and what is allowed:
 
     arms[1].model: 'resnet99' is not allowed; choose one of: mlp, vgg11, vgg13, ...
 
-Training options (`search.space`, `search.fixed`) are checked by `trainables.config.check_option`,
-the same check the training loop uses, so there is one source of truth for them. What other systems
-will do with a valid spec (W&B's rules for the values built from it, the devices Ray lets a trial
-see) is checked too, in study/spec_checks.py.
+Training options (the arms' model options, `search.space`, `search.fixed`) are checked by
+`trainables.config.TrainingOptions`, the model the training loop uses, so there is one source of
+truth for them. What other systems will do with a valid spec (W&B's rules for the values built from
+it, the devices Ray lets a trial see) is checked too, in study/spec_checks.py.
 
 Reading order: value types, the spec's sections (Subset, Arm, Distribution, Search, Scheduler,
 Resources, WandbConfig, Failure), the top-level StudySpec, and `spec_from_dict`, which validates.
@@ -25,13 +25,12 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping, Optional
 
-from pydantic import (AfterValidator, AllowInfNan, BaseModel, ConfigDict, Field, Strict, StrictBool,
-                      StrictInt, StrictStr, ValidationError, model_serializer, model_validator)
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr,
+                      ValidationError, model_serializer, model_validator)
 
 from studyfiles.storage import is_uri, join
-from trainables.config import DEFAULTS, MODEL_DEFAULTS, check_option
+from trainables.config import Hidden, ModelName, Number, OptionError, PosInt, TrainingOptions, Width
 from trainables.data import DATASETS
-from trainables.models import list_models
 
 from . import spec_checks
 from .spec_errors import NAME_RE, SpecError, bad, one_line, short
@@ -51,14 +50,12 @@ def _storage(value: str) -> str:
     return value
 
 
+# Number (ints are fine, 3 -> 3.0; bools aren't), PosInt and the arms' ModelName, Width and Hidden
+# are the training options' own types (trainables/config.py).
 Name = Annotated[StrictStr, Field(pattern=NAME_RE), AfterValidator(_no_dotdot)]
-Number = Annotated[float, Strict(), AllowInfNan(False)]     # ints are fine (3 -> 3.0); bools aren't
-Width = Annotated[Number, Field(gt=0.0, le=8.0)]
-PosInt = Annotated[StrictInt, Field(ge=1)]
 NonNegInt = Annotated[StrictInt, Field(ge=0)]
 Pair = Annotated[list[Number], Field(min_length=2, max_length=2)]
 IntPair = Annotated[list[StrictInt], Field(min_length=2, max_length=2)]
-ModelName = Literal[tuple(list_models())]
 Dataset = Literal[tuple(DATASETS)]
 Metric = Literal["val_acc", "val_loss", "train_acc", "train_loss"]
 
@@ -94,7 +91,7 @@ class Arm(_Part):
     name: Optional[Name] = None             # default: model + "-nobn" + "-w<width>" + "-h<a>x<b>"
     batchnorm: StrictBool = True
     width: Optional[Width] = None
-    hidden: Optional[Annotated[list[PosInt], Field(min_length=1)]] = None   # mlp only
+    hidden: Optional[Hidden] = None         # mlp only
 
     @model_validator(mode="after")
     def _check(self) -> Arm:
@@ -179,8 +176,9 @@ def _attr(kind: str) -> str:
 NOT_SEARCHED = {"epochs": "it comes from the top-level 'epochs'",
                 "seed": "it comes from the top-level 'seeds' (and search.seed for the sampler)",
                 "grad_flow": "it comes from the top-level 'gradient_flow'",
-                **{key: "it comes from the arms" for key in MODEL_DEFAULTS}}
-SEARCHABLE = [key for key in DEFAULTS if key not in NOT_SEARCHED]
+                **{key: "it comes from the arms" for key in Arm.model_fields
+                   if key in TrainingOptions.model_fields}}
+SEARCHABLE = [key for key in TrainingOptions.model_fields if key not in NOT_SEARCHED]
 
 
 class Search(_Part):
@@ -201,7 +199,7 @@ class Search(_Part):
             for key in options:
                 if key in NOT_SEARCHED:
                     raise bad((group, key), key, f"not allowed in search.{group}: {NOT_SEARCHED[key]}")
-                if key not in DEFAULTS:
+                if key not in TrainingOptions.model_fields:
                     raise bad((group, key), key,
                                f"unknown training option; allowed: {', '.join(SEARCHABLE)}")
                 if group == "fixed" and key in self.space:
@@ -211,7 +209,7 @@ class Search(_Part):
             self.fixed[key] = _check_option(("fixed", key), key, value)
         for key, dist in self.space.items():
             where = ("space", key, dist.kind)
-            if dist.kind in ("uniform", "loguniform") and type(DEFAULTS[key]) is not float:
+            if dist.kind in ("uniform", "loguniform") and not TrainingOptions.takes_any_number(key):
                 raise bad(where, dist.args, f"{key} does not take any number in a range; "
                                              "use int: [lo, hi] or choice: [...]")
             for i, value in enumerate(dist.args):   # each end of a range, every choice
@@ -220,10 +218,12 @@ class Search(_Part):
 
 
 def _check_option(where: tuple, key: str, value: Any) -> Any:
+    """`value` as the training loop takes it (3 -> 3.0 where a float is expected), or the reason it
+    can't be, at `where` below search."""
     try:
-        return check_option(key, value)
-    except (ValueError, TypeError) as e:   # "lr: -1 is not allowed; expected a number > 0"
-        raise bad(where, value, str(e).split(" is not allowed; ", 1)[-1]) from None
+        return TrainingOptions.check_value(key, value)
+    except OptionError as e:
+        raise bad(where, value, e.allowed) from None
 
 
 class Scheduler(_Part):
@@ -275,7 +275,7 @@ class StudySpec(_Part):
     subset: Optional[Subset] = None
     metric: Metric = "val_acc"
     mode: Optional[Literal["max", "min"]] = None   # default: max for *_acc, min for *_loss
-    epochs: Annotated[StrictInt, Field(ge=1, le=10000)] = DEFAULTS["epochs"]   # budget per trial
+    epochs: Annotated[StrictInt, Field(ge=1, le=10000)] = TrainingOptions().epochs   # budget per trial
     seeds: Annotated[list[NonNegInt], Field(min_length=1)] = [0, 1, 2]    # confirmation runs
     width: Width = 1.0
     gradient_flow: StrictBool = True

@@ -16,7 +16,7 @@ from study import spec_file
 from study.spec import Arm, Distribution, StudySpec, spec_from_dict
 from study.spec_errors import SpecError
 from study.spec_file import dump_spec, json_schema, load_spec, parse_spec, spec_hash
-from trainables.config import DEFAULTS
+from trainables.config import TrainingOptions
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SPECS = sorted((ROOT / "study" / "specs").glob("*.yaml"))
@@ -64,7 +64,7 @@ def test_he2016_is_the_papers_recipe():
 def test_defaults_resolve():
     spec = parse_spec(MINIMAL)
     assert (spec.data, spec.data_root, spec.subset) == ("mnist-5k", None, None)
-    assert (spec.metric, spec.mode, spec.epochs) == ("val_acc", "max", DEFAULTS["epochs"])
+    assert (spec.metric, spec.mode, spec.epochs) == ("val_acc", "max", TrainingOptions().epochs)
     assert (spec.seeds, spec.width, spec.gradient_flow) == ([0, 1, 2], 1.0, True)
     assert spec.arms == [Arm(model="mlp", name="mlp", batchnorm=True, width=1.0, hidden=None)]
     s = spec.search

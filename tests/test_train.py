@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 
+from trainables.config import TrainingOptions
 from trainables.data import Data, Split, load_data
 from trainables.gradflow import probe_steps
 from trainables.train import Trainer, lr_factor, train
@@ -129,12 +130,12 @@ def test_every_schedule_runs_and_reports_lr(schedule, mnist):
 
 
 def test_lr_factor_shapes():
-    cfg = {"schedule": "multistep", "epochs": 10, "milestones": [0.5, 0.75], "gamma": 0.1}
+    cfg = TrainingOptions(schedule="multistep", epochs=10, milestones=[0.5, 0.75], gamma=0.1)
     assert [lr_factor(cfg, s, 100, 10) for s in (0, 49, 50, 69, 70, 99)] == pytest.approx(
         [1, 1, 0.1, 0.1, 0.01, 0.01])
-    cos = {**cfg, "schedule": "cosine"}
+    cos = cfg.model_copy(update={"schedule": "cosine"})
     assert lr_factor(cos, 0, 100, 10) == 1 and lr_factor(cos, 100, 100, 10) == pytest.approx(0)
-    one = {**cfg, "schedule": "onecycle"}
+    one = cfg.model_copy(update={"schedule": "onecycle"})
     assert lr_factor(one, 30, 100, 10) == pytest.approx(1)
     assert lr_factor(one, 0, 100, 10) == pytest.approx(1 / 25)
 

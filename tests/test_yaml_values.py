@@ -58,7 +58,7 @@ def flag_value(key: str, text: str):
         config = training_config(parse_args([f"--{key.replace('_', '-')}={text}"]))
     except ValueError as e:
         return "refused: " + str(e).split(" is not allowed; ", 1)[1]
-    return config[key]
+    return getattr(config, key)
 
 
 @pytest.mark.parametrize("key, text", [

@@ -14,7 +14,7 @@ import json
 import sys
 from numbers import Integral
 
-from .config import DEFAULTS, MODEL_DEFAULTS, resolve_config
+from .config import TrainingOptions
 from .data import DATASETS, DatasetUnavailable, load_data
 from studyfiles.pipes import quiet_on_broken_pipe
 from .train import Trainer
@@ -29,7 +29,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--limit", default=None, help="use only the first N training samples")
     p.add_argument("--test", action="store_true", help="report test metrics after the last epoch")
     p.add_argument("--json", action="store_true", help="print JSON lines (with per-layer gradient flow)")
-    for key, default in {**MODEL_DEFAULTS, **DEFAULTS}.items():
+    for key, default in TrainingOptions().model_dump().items():
         p.add_argument("--" + key.replace("_", "-"), dest=key, default=argparse.SUPPRESS,
                        metavar="VALUE", help=f"default: {default}")
     return p.parse_args(argv)
@@ -43,12 +43,11 @@ def parse_option(key: str, text: str):
         raise ValueError(f"{key}: {e}") from None
 
 
-def training_config(args: argparse.Namespace) -> dict:
+def training_config(args: argparse.Namespace) -> TrainingOptions:
     """The training options given as flags, read as a spec reads them, with every default filled in
     and every option checked (ValueError, one line)."""
-    given = {k: parse_option(k, getattr(args, k)) for k in {**MODEL_DEFAULTS, **DEFAULTS}
-             if hasattr(args, k)}
-    return resolve_config(given)
+    given = {k: parse_option(k, getattr(args, k)) for k in TrainingOptions.model_fields if hasattr(args, k)}
+    return TrainingOptions.resolve(given)
 
 
 def parse_int(key: str, text: str | None, low: int) -> int | None:
@@ -89,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     status = "completed"
     for metrics in Trainer(config, data).run(test=args.test):
         status = metrics["status"]
-        print(json.dumps(metrics) if args.json else format_epoch(metrics, config["epochs"]), flush=True)
+        print(json.dumps(metrics) if args.json else format_epoch(metrics, config.epochs), flush=True)
     return 0 if status == "completed" else 1
 
 

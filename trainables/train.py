@@ -2,21 +2,22 @@
 
     python -m trainables --model resnet20 --data mnist-5k --epochs 2 --seed 0
 
-`Trainer(config, data)` builds everything from a plain config dict (see trainables/config.py);
-`trainer.run()` yields one metrics dict per epoch. `state_dict()` / `load_state_dict()` capture
-model, optimiser, epoch and RNG (the lr schedule follows from the epoch), so a resumed run continues
-exactly where it stopped. Nothing here knows about Ray: study/trainable.py wraps it.
+`Trainer(config, data)` builds everything from a plain config dict, checked and completed into
+`TrainingOptions` (trainables/config.py); `trainer.run()` yields one metrics dict per epoch.
+`state_dict()` / `load_state_dict()` capture model, optimiser, epoch and RNG (the lr schedule
+follows from the epoch), so a resumed run continues exactly where it stopped. Nothing here knows
+about Ray: study/trainable.py wraps it.
 """
 from __future__ import annotations
 
 import math
 import time
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
 
-from .config import DEFAULTS, MODEL_DEFAULTS, check_option, resolve_config  # noqa: F401 (re-exported)
+from .config import TrainingOptions
 from .data import Data, augment_batch
 from .gradflow import GradFlow, probe_steps, weights_in_forward_order
 from .models import build_model, init_weights
@@ -30,24 +31,23 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_optimizer(model, cfg: dict) -> torch.optim.Optimizer:
-    if cfg["optimizer"] == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"],
-                                 betas=(cfg["momentum"], 0.999))
-    return torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
-                           nesterov=cfg["nesterov"] and cfg["momentum"] > 0,
-                           weight_decay=cfg["weight_decay"])
+def make_optimizer(model, opts: TrainingOptions) -> torch.optim.Optimizer:
+    if opts.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay,
+                                 betas=(opts.momentum, 0.999))
+    return torch.optim.SGD(model.parameters(), lr=opts.lr, momentum=opts.momentum,
+                           nesterov=opts.nesterov and opts.momentum > 0, weight_decay=opts.weight_decay)
 
 
-def lr_factor(cfg: dict, step: int, total_steps: int, steps_per_epoch: int) -> float:
+def lr_factor(opts: TrainingOptions, step: int, total_steps: int, steps_per_epoch: int) -> float:
     """Multiplier of the peak lr at a given optimiser step (schedules are stepped per batch)."""
     progress = step / max(1, total_steps)
-    if cfg["schedule"] == "multistep":   # lab: x gamma at 50% and 75% of the epochs
-        passed = sum(step >= int(m * cfg["epochs"]) * steps_per_epoch for m in cfg["milestones"])
-        return cfg["gamma"] ** passed
-    if cfg["schedule"] == "cosine":
+    if opts.schedule == "multistep":   # lab: x gamma at 50% and 75% of the epochs
+        passed = sum(step >= int(m * opts.epochs) * steps_per_epoch for m in opts.milestones)
+        return opts.gamma ** passed
+    if opts.schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * progress))
-    if cfg["schedule"] == "onecycle":    # linear warm-up for 30% from lr/25, then cosine to ~0
+    if opts.schedule == "onecycle":    # linear warm-up for 30% from lr/25, then cosine to ~0
         warm = 0.3
         if progress < warm:
             return 1 / 25 + (1 - 1 / 25) * progress / warm
@@ -56,32 +56,35 @@ def lr_factor(cfg: dict, step: int, total_steps: int, steps_per_epoch: int) -> f
 
 
 class Trainer:
-    def __init__(self, config: dict, data: Data):
-        cfg = self.cfg = resolve_config(config)
-        self.device = pick_device(cfg["device"])
+    """One training run. `config`: training options (a dict, checked and completed with the
+    defaults: ValueError, one line, for a bad one; or TrainingOptions), `data`: its dataset."""
+
+    def __init__(self, config: Mapping | TrainingOptions, data: Data):
+        opts = self.opts = TrainingOptions.resolve(config)
+        self.device = pick_device(opts.device)
         cuda = self.device.type == "cuda"
-        torch.manual_seed(cfg["seed"])
+        torch.manual_seed(opts.seed)
         self.data = data.to(self.device)
-        self.model = build_model(cfg["model"], num_classes=data.num_classes,
-                                 in_channels=data.in_channels, width=cfg["width"],
-                                 batchnorm=cfg["batchnorm"], hidden=cfg["hidden"],
+        self.model = build_model(opts.model, num_classes=data.num_classes,
+                                 in_channels=data.in_channels, width=opts.width,
+                                 batchnorm=opts.batchnorm, hidden=opts.hidden,
                                  image_size=data.image_size)
         init_weights(self.model)
         self.channels_last = cuda and self.model.family != "mlp"   # faster convs on tensor cores
         self.model.to(self.device, memory_format=torch.channels_last if self.channels_last
                       else torch.contiguous_format)
-        self.amp = cfg["precision"] == "bf16" or (cfg["precision"] == "auto" and cuda)
+        self.amp = opts.precision == "bf16" or (opts.precision == "auto" and cuda)
         if cuda:
             torch.backends.cudnn.benchmark = True   # autotune conv kernels for fixed shapes
-        self.forward = torch.compile(self.model) if cfg["compile"] else self.model
-        self.optimizer = make_optimizer(self.model, cfg)
+        self.forward = torch.compile(self.model) if opts.compile else self.model
+        self.optimizer = make_optimizer(self.model, opts)
         n = len(self.data.train.y)
-        self.steps_per_epoch = math.ceil(n / cfg["batch_size"])
-        self.total_steps = self.steps_per_epoch * cfg["epochs"]
-        self.generator = torch.Generator(self.device).manual_seed(cfg["seed"])  # shuffle + augment
+        self.steps_per_epoch = math.ceil(n / opts.batch_size)
+        self.total_steps = self.steps_per_epoch * opts.epochs
+        self.generator = torch.Generator(self.device).manual_seed(opts.seed)  # shuffle + augment
         self.gradflow = (GradFlow(weights_in_forward_order(self.model, self._prep(self.data.train.x[:1])))
-                         if cfg["grad_flow"] else None)
-        self.probes = probe_steps(self.steps_per_epoch, cfg["grad_flow_batches"])
+                         if opts.grad_flow else None)
+        self.probes = probe_steps(self.steps_per_epoch, opts.grad_flow_batches)
         self.epoch = 0   # epochs completed
 
     def _prep(self, x: torch.Tensor) -> torch.Tensor:
@@ -97,7 +100,7 @@ class Trainer:
 
     def set_lr(self, step: int) -> float:
         """Apply the schedule for a global optimiser step (derived from the epoch: no extra state)."""
-        lr = self.cfg["lr"] * lr_factor(self.cfg, step, self.total_steps, self.steps_per_epoch)
+        lr = self.opts.lr * lr_factor(self.opts, step, self.total_steps, self.steps_per_epoch)
         if lr != self.optimizer.param_groups[0]["lr"]:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
@@ -105,7 +108,7 @@ class Trainer:
 
     def train_epoch(self) -> dict:
         """One pass over the training split; returns loss, accuracy, lr and timing."""
-        cfg, train, bs = self.cfg, self.data.train, self.cfg["batch_size"]
+        train, bs = self.data.train, self.opts.batch_size
         self.model.train()
         first_step = self.epoch * self.steps_per_epoch
         lr = self.set_lr(first_step)
@@ -118,7 +121,7 @@ class Trainer:
             x, y = xs[step * bs:(step + 1) * bs], ys[step * bs:(step + 1) * bs]
             if self.data.augment:
                 x = augment_batch(x, self.generator)
-            loss, out = self._loss(x, y, cfg["label_smoothing"])
+            loss, out = self._loss(x, y, self.opts.label_smoothing)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             probe = self.gradflow is not None and step in self.probes
@@ -159,7 +162,7 @@ class Trainer:
         """Train the remaining epochs, yielding each epoch's metrics. Stops early with status
         'diverged' when the training loss is not finite; the last epoch has status 'completed'
         (and test metrics when `test`)."""
-        while self.epoch < self.cfg["epochs"]:
+        while self.epoch < self.opts.epochs:
             start = time.perf_counter()
             metrics = self.train_epoch()
             self.epoch += 1
@@ -169,7 +172,7 @@ class Trainer:
             if self.gradflow is not None:
                 metrics["grad_flow"], summary = self.gradflow.epoch_summary()
                 metrics.update(summary)
-            done = diverged or self.epoch == self.cfg["epochs"]
+            done = diverged or self.epoch == self.opts.epochs
             if done and test and not diverged:
                 metrics.update(self.evaluate("test"))
             metrics["status"] = "diverged" if diverged else "completed" if done else "running"
@@ -184,7 +187,7 @@ class Trainer:
 
     def state_dict(self) -> dict:
         """Everything needed to continue exactly: loadable with torch.load(weights_only=True)."""
-        return {"epoch": self.epoch, "config": self.cfg, "model": self.model.state_dict(),
+        return {"epoch": self.epoch, "config": self.opts.model_dump(), "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state()}
 
@@ -196,6 +199,6 @@ class Trainer:
         self.epoch = state["epoch"]
 
 
-def train(config: dict, data: Data, test: bool = False) -> Iterator[dict]:
+def train(config: Mapping | TrainingOptions, data: Data, test: bool = False) -> Iterator[dict]:
     """Convenience: build a Trainer and yield its epochs."""
     yield from Trainer(config, data).run(test=test)
