@@ -9,8 +9,8 @@ seeds, and shows them in a report.
 
 Modules: `io` (the only one that reads or writes: study folders in, answers and report out, W&B),
 `stats` (intervals, tests, slopes), `questions` (the five questions, DataFrame in, DataFrame out),
-`budget` (arms that did not train), `headline` (the answer first), `figures` (plotly figures),
-`report` (HTML, markdown and terminal text).
+`sentences` (the answers in words), `budget` (arms that did not train), `headline` (the answer
+first), `figures` (plotly figures), `report` (HTML, markdown and terminal text).
 """
 from __future__ import annotations
 

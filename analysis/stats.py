@@ -13,7 +13,7 @@ Too little data: fewer than 2 values for a mean's interval, fewer than 2 per sid
 test, fewer than 3 points or a single distinct x for a slope. No spread at all (every value equal)
 gives a zero-width interval, where scipy would answer NaN.
 
-Tests: PYTHONPATH=$PWD .venv/bin/python -m pytest tests/test_analysis_stats.py
+Tests: .venv/bin/python -m pytest tests/test_analysis_stats.py
 """
 from __future__ import annotations
 
