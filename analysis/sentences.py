@@ -67,14 +67,16 @@ def _with_text(entry: dict, text: str) -> dict:
 # ---- 0. budget -------------------------------------------------------------------------------------
 def reason(r) -> str:
     """Why an arm of budget.undertrained() is flagged, '' when it is not (one row, as a namedtuple)."""
-    return "; ".join(([f"validation accuracy {r.val_acc:.3g} is near chance ({r.chance:.2g})"]
-                      if r.near_chance else [])
-                     + ([f"still improving steeply at the last epoch in all {r.n_censored} seeds"]
-                        if r.still_improving else []))
+    parts = []
+    if r.near_chance:
+        parts.append(f"validation accuracy {r.val_acc:.3g} is near chance ({r.chance:.2g})")
+    if r.still_improving:
+        parts.append(f"still improving steeply at the last epoch in all {r.n_censored} seeds")
+    return "; ".join(parts)
 
 
 def budget(flags: pd.DataFrame) -> list[str]:
-    """Which arms did not train, from budget.undertrained()'s table (none: no sentence)."""
+    """Which arms did not train, from budget.undertrained()'s table (no sentence when it is empty)."""
     if flags.empty:
         return []
     bad = flags[flags["undertrained"]]
