@@ -24,7 +24,7 @@ from .convergence import epochs_to_fraction
 CHANCE_MARGIN = 0.25    # fraction of the distance from chance to 1.0 that still counts as "near chance"
 NUM_CLASSES = 10        # every dataset archstudy ships (MNIST, Fashion-MNIST, CIFAR-10, mnist-5k)
 COLUMNS = ["arm", "n", "val_acc", "chance", "near_chance", "n_censored", "still_improving",
-           "undertrained", "reason"]
+           "undertrained"]
 
 
 def chance_level(num_classes: int = NUM_CLASSES) -> float:
@@ -40,7 +40,7 @@ def undertrained(trials: pd.DataFrame, epochs: pd.DataFrame, metric: str = "val_
     trial_id, arm, epoch, `metric`. Columns: arm, n (completed seeds), val_acc (mean final
     validation accuracy; NaN without one), chance (1 / num_classes), near_chance, n_censored (seeds
     still improving steeply at their last epoch), still_improving (every seed censored),
-    undertrained (either), reason (words, "" when trained).
+    undertrained (either).
     """
     runs = confirmed(trials, need=("final_val_acc",))
     reach = epochs_to_fraction(epochs, 0.95, metric, "confirm").set_index("arm")
@@ -51,11 +51,9 @@ def undertrained(trials: pd.DataFrame, epochs: pd.DataFrame, metric: str = "val_
         near = bool(pd.notna(acc) and acc < chance + margin * (1 - chance))
         censored = int(reach.loc[arm, "n_censored"]) if arm in reach.index else 0
         improving = bool(arm in reach.index and reach.loc[arm, "censored"])
-        reasons = ([f"validation accuracy {acc:.3g} is near chance ({chance:.2g})"] if near else []) + \
-            ([f"still improving steeply at the last epoch in all {censored} seeds"] if improving else [])
         table.append({"arm": arm, "n": len(g), "val_acc": acc, "chance": chance, "near_chance": near,
                       "n_censored": censored, "still_improving": improving,
-                      "undertrained": near or improving, "reason": "; ".join(reasons)})
+                      "undertrained": near or improving})
     return pd.DataFrame(table, columns=COLUMNS)
 
 

@@ -1,6 +1,8 @@
 """Helpers shared by the question modules: picking rows out of the study tables, which direction of
 a column is better, grouping arms into depth series, number formatting for the verdict sentences,
 and turning frames into JSON-safe records. No statistics here (see stats.py) and no I/O.
+
+Tests: .venv/bin/python -m pytest tests/test_analysis_stats.py tests/test_analysis_questions.py
 """
 from __future__ import annotations
 
@@ -101,15 +103,16 @@ def left_out_text(counts: dict[str, dict[str, int]]) -> str:
                      for arm, c in counts.items())
 
 
-def unconfirmed(trials: pd.DataFrame | None, metric: str) -> str:
-    """Why the arms without a completed confirmation run with a final `metric` have none, e.g.
-    'a: every search trial diverged (3), so it was not confirmed; b: its confirmation runs
-    diverged 2', for sentences that would otherwise only say an arm is missing."""
-    return "; ".join(f"{arm}: {why}" for arm, why in unconfirmed_arms(trials, metric).items())
+def unconfirmed_text(arms: dict[str, str]) -> str:
+    """'a: every search trial diverged (3), so it was not confirmed; b: its confirmation runs
+    diverged 2' for unconfirmed_arms()' result, for sentences that would otherwise only say an arm
+    is missing."""
+    return "; ".join(f"{arm}: {why}" for arm, why in arms.items())
 
 
 def unconfirmed_arms(trials: pd.DataFrame | None, metric: str) -> dict[str, str]:
-    """arm -> why it has no completed confirmation run with a final `metric` (see unconfirmed)."""
+    """arm -> why it has no completed confirmation run with a final `metric` (see unconfirmed_text).
+    Needs trials columns: phase, status, arm, final_<metric>."""
     frame = rows(trials, need=(f"final_{metric}",))
     reasons = {}
     for arm, g in frame.groupby("arm", sort=False):

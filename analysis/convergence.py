@@ -4,11 +4,13 @@
     final_gap(epochs)                                # per arm: the last epoch's gap, per seed, with CI
     epochs_to_fraction(epochs, 0.95, "val_acc")      # per arm: epochs to reach 95% of the final value
 
-Both read the per-epoch table (`epochs`: one row per trial and epoch) of one phase (default the
+All read the per-epoch table (`epochs`: one row per trial and epoch) of one phase (default the
 confirmation runs, which all have the full epoch budget) and use completed trials only: a trial
 whose last epoch's status is not "completed" (diverged, stopped early, crashed) is left out. If
 the table has no status at all, every trial is used. train_loss and train_acc are running averages
 over each epoch's batches (the weights move meanwhile), val_* are evaluated after the epoch.
+
+Tests: .venv/bin/python -m pytest tests/test_analysis_questions.py
 """
 from __future__ import annotations
 
@@ -18,8 +20,8 @@ import pandas as pd
 from .common import higher_is_better, rows
 from .stats import mean_ci
 
-GAP_COLUMNS = ["arm", "epoch", "n", "acc_gap", "loss_gap", "train_acc", "val_acc", "train_loss",
-               "val_loss"]
+GENERALISATION_GAP_COLUMNS = ["arm", "epoch", "n", "acc_gap", "loss_gap", "train_acc", "val_acc",
+                              "train_loss", "val_loss"]
 FINAL_GAP_COLUMNS = ["arm", "epoch", "n", "acc_gap", "acc_gap_ci_lo", "acc_gap_ci_hi", "loss_gap",
                      "loss_gap_ci_lo", "loss_gap_ci_hi"]
 FRACTION_COLUMNS = ["arm", "n", "epochs_median", "epochs_min", "epochs_max", "last_epoch",
@@ -27,7 +29,9 @@ FRACTION_COLUMNS = ["arm", "n", "epochs_median", "epochs_min", "epochs_max", "la
 
 
 def completed_epochs(epochs: pd.DataFrame | None, phase: str, need: tuple = ()) -> pd.DataFrame:
-    """The epoch rows of `phase` whose trial finished with status "completed", sorted by epoch."""
+    """The epoch rows of `phase` whose trial finished with status "completed", sorted by epoch.
+    Needs columns: phase, status, arm, trial_id, epoch (study when several studies are read), and
+    those in `need` (added as NaN when missing)."""
     ep = rows(epochs, phase=phase, need=("study", "trial_id", "epoch", *need))
     ep = ep.assign(study=ep["study"].fillna("")).sort_values(["study", "arm", "trial_id", "epoch"])
     if ep.empty or ep["status"].isna().all():
@@ -45,11 +49,11 @@ def generalisation_gap(epochs: pd.DataFrame, phase: str = "confirm") -> pd.DataF
     """
     ep = completed_epochs(epochs, phase, need=("train_acc", "val_acc", "train_loss", "val_loss"))
     if ep.empty:
-        return pd.DataFrame(columns=GAP_COLUMNS)
+        return pd.DataFrame(columns=GENERALISATION_GAP_COLUMNS)
     ep = ep.assign(acc_gap=ep["train_acc"] - ep["val_acc"], loss_gap=ep["val_loss"] - ep["train_loss"])
     curves = ["acc_gap", "loss_gap", "train_acc", "val_acc", "train_loss", "val_loss"]
     out = ep.groupby(["arm", "epoch"]).agg(n=("trial_id", "nunique"), **{c: (c, "mean") for c in curves})
-    return out.reset_index()[GAP_COLUMNS]
+    return out.reset_index()[GENERALISATION_GAP_COLUMNS]
 
 
 def final_gap(epochs: pd.DataFrame, phase: str = "confirm", level: float = 0.95) -> pd.DataFrame:
@@ -85,7 +89,7 @@ def first_epoch_at(epoch: np.ndarray, values: np.ndarray, fraction: float, highe
 
 
 def epochs_to_fraction(epochs: pd.DataFrame, fraction: float = 0.95, column: str = "val_acc",
-                       phase: str = "confirm", level: float = 0.95) -> pd.DataFrame:
+                       phase: str = "confirm") -> pd.DataFrame:
     """Per arm: how many epochs each seed needs to reach `fraction` of its own final `column`
     (see first_epoch_at; a loss column counts as reached at final / fraction), as the median and the
     range (min-max) over seeds: with a handful of seeds and integer epochs a t-interval says little.
@@ -94,7 +98,7 @@ def epochs_to_fraction(epochs: pd.DataFrame, fraction: float = 0.95, column: str
     have needed that many epochs or more. `censored` is True when every seed of the arm is.
     Needs columns: phase, status, trial_id, arm, epoch (1-based), `column`. Columns: arm, n (seeds),
     epochs_median, epochs_min, epochs_max, last_epoch (the largest last epoch), n_censored,
-    censored, final_mean (mean final value). `level` is unused (kept for callers).
+    censored, final_mean (mean final value).
     """
     ep = completed_epochs(epochs, phase, need=(column,))
     higher = higher_is_better(column)

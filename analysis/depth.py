@@ -12,6 +12,8 @@ Depth is only compared along one line of architectures (see common.series): VGGs
 al.'s 6n+2 plain nets with each other, and so on, each at one width and one BatchNorm setting, and
 within one study (the `study` column) when several are analysed together, so that a slope or a
 pair never mixes layouts or studies.
+
+Tests: .venv/bin/python -m pytest tests/test_analysis_stats.py
 """
 from __future__ import annotations
 
@@ -28,8 +30,8 @@ TREND_COLUMNS = ["study", "family", "series", "width", "arms", "depths", "n_dept
 PAIR_COLUMNS = ["study", "depth", "batchnorm", "width", "plain_arm", "residual_arm", "n_plain",
                 "n_residual", "plain_mean", "residual_mean", "diff", "diff_ci_lo", "diff_ci_hi", "p",
                 "hedges_g", "verdict"]
-GAP_COLUMNS = ["study", "batchnorm", "width", "depths", "n_replicated_depths", "n_runs",
-               "plain_slope", "residual_slope", "diff", "ci_lo", "ci_hi", "p", "verdict"]
+DEGRADATION_GAP_COLUMNS = ["study", "batchnorm", "width", "depths", "n_replicated_depths", "n_runs",
+                           "plain_slope", "residual_slope", "diff", "ci_lo", "ci_hi", "p", "verdict"]
 
 
 def _runs(trials: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -149,7 +151,7 @@ def degradation_gap(trials: pd.DataFrame, column: str = "final_train_loss",
                       "plain_slope": fit["slope_true"], "residual_slope": fit["slope_false"],
                       "diff": fit["diff"], "ci_lo": fit["lo"], "ci_hi": fit["hi"], "p": fit["p"],
                       "verdict": gap_verdict(fit, len(depths), column, replicated)})
-    return pd.DataFrame(table, columns=GAP_COLUMNS)
+    return pd.DataFrame(table, columns=DEGRADATION_GAP_COLUMNS)
 
 
 def gap_verdict(fit: dict, n_depths: int, column: str, n_replicated: int | None = None) -> str:

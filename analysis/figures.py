@@ -6,6 +6,9 @@
 
 Every figure takes `colors` ({arm: colour}, from `arm_colors`) so an arm has the same colour in all
 of them. Seed bands are the min-max range over seeds; lines are the mean.
+
+Tests: .venv/bin/python -m pytest tests/test_analysis_questions.py (end to end, on a study run on Ray:
+tests/test_analysis.py)
 """
 from __future__ import annotations
 

@@ -8,6 +8,8 @@ the first, per arm (the evidence why.py weighs for "vanishing gradients").
 in forward order); it may be empty when gradient flow was off. Given `trials` (the per-trial
 table), only the trials that completed count: a diverged run's last epochs would otherwise set an
 arm's gradient statistics.
+
+Tests: .venv/bin/python -m pytest tests/test_analysis_questions.py
 """
 from __future__ import annotations
 
@@ -32,7 +34,8 @@ LAYER_STATS = ("grad_norm", "grad_mean_abs", "update_ratio")
 
 
 def completed_keys(trials: pd.DataFrame | None, phase: str = "confirm") -> set[tuple]:
-    """(study, arm, trial_id) of the trials of `phase` that completed."""
+    """(study, arm, trial_id) of the trials of `phase` that completed. Needs trials columns: phase,
+    status, arm, trial_id (study when several studies are read; "" otherwise)."""
     done = rows(trials, phase=phase, status="completed", need=("study", "trial_id"))
     return set(zip(done["study"].fillna(""), done["arm"], done["trial_id"]))
 
@@ -51,8 +54,10 @@ def _layers(gradflow: pd.DataFrame | None, phase: str, trials: pd.DataFrame | No
 def gradient_profile(gradflow: pd.DataFrame, phase: str = "confirm",
                      trials: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per arm, epoch and layer (index, layer name): the mean over seeds of grad_norm,
-    grad_mean_abs and update_ratio, and n (seeds). Needs the gradflow table's columns; with
-    `trials`, only the trials of `phase` that completed count."""
+    grad_mean_abs and update_ratio, and n (seeds). Needs gradflow columns: phase, arm, trial_id,
+    epoch, index, layer, grad_norm, grad_mean_abs, update_ratio (study when several studies are
+    read); with `trials` (columns as in completed_keys), only the trials of `phase` that completed
+    count."""
     layers = _layers(gradflow, phase, trials)
     if layers.empty:
         return pd.DataFrame(columns=PROFILE_COLUMNS)

@@ -8,11 +8,13 @@ mean, interval, n), then depth (each line's training-loss trend), plain vs resid
 of their slopes), why (optimisation or generalisation, vanishing gradients) and the budget (arms
 that did not train). `archstudy run` and `archstudy analyze` print it before the paths to
 answers.md and report.html, which hold every detail; report.html opens with it.
+
+Tests: .venv/bin/python -m pytest tests/test_analysis_headline.py
 """
 from __future__ import annotations
 
 from .common import ci, line_name, num, sci
-from .why import VANISHING_RATIO
+from .gradflow import VANISHING_RATIO
 
 DEPTH_COLUMN = "final_train_loss"   # He et al.'s degradation is about training error
 

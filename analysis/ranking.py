@@ -11,6 +11,8 @@ completed ones without a final metric, are left out and counted in `excluded`.
 Two tests of "is this arm better", on purpose of different strength: the ranking's ties are
 overlapping 95% intervals (conservative: two arms can overlap yet differ), while `pairwise` gives
 each difference a Welch test, Holm-adjusted over all pairs, and bases its verdicts on that.
+
+Tests: .venv/bin/python -m pytest tests/test_analysis_stats.py
 """
 from __future__ import annotations
 
@@ -28,7 +30,8 @@ PAIRWISE_COLUMNS = ["arm_a", "arm_b", "n_a", "n_b", "mean_a", "mean_b", "diff", 
 
 
 def arm_scores(trials: pd.DataFrame, metric: str) -> dict[str, list[float]]:
-    """arm -> the final metric of each completed confirmation trial (NaNs dropped)."""
+    """arm -> the final metric of each completed confirmation trial (NaNs dropped). Needs columns:
+    phase, status, arm, final_<metric>."""
     col = f"final_{metric}"
     confirm = rows(trials, phase="confirm", status="completed", need=(col,))
     return {arm: list(clean(g[col])) for arm, g in confirm.groupby("arm", sort=False)}

@@ -1,6 +1,9 @@
 """Turns the answers (analysis.questions.answers) and the figures (analysis.figures) into text:
 a self-contained HTML report (plotly.js embedded once, so it opens offline), answers.md, and the
 terminal summary that `archstudy analyze` prints. Pure: strings out, nothing written here.
+
+Tests: .venv/bin/python -m pytest tests/test_analysis_headline.py (end to end, on a study run on Ray:
+tests/test_analysis.py)
 """
 from __future__ import annotations
 

@@ -8,6 +8,8 @@
 All read the `trials` table (one row per trial). A search trial's score is final_<metric>, the value
 the study told Optuna for a completed trial; pruned (stopped by ASHA), diverged and errored trials
 have no comparable score and are left out of best_configs and importances.
+
+Tests: .venv/bin/python -m pytest tests/test_analysis_questions.py
 """
 from __future__ import annotations
 

@@ -1,17 +1,23 @@
 """Small statistics helpers for the analysis: confidence intervals, two-sample tests, effect sizes
-and regression slopes. Pure numpy/scipy; nothing here reads files or knows about studies.
+and regression slopes. scipy does the statistics (scipy.stats.t.interval, ttest_ind, linregress);
+the functions here are thin wrappers that drop NaNs first and answer NaN (never raise, never warn)
+when there is too little data. Nothing here reads files or knows about studies.
 
     from analysis.stats import mean_ci, welch, hedges_g, holm, slope_ci
     mean, lo, hi, n = mean_ci([0.91, 0.93, 0.92])          # t-interval of the mean
-    welch([1.0, 1.2, 1.1], [0.8, 0.9, 0.7])                # {'t', 'p', 'df', 'diff', 'lo', 'hi'}
+    welch([1.0, 1.2, 1.1], [0.8, 0.9, 0.7])                # {'t', 'p', 'df', 'diff', 'lo', 'hi', ...}
     holm([0.01, 0.04, 0.03])                               # Holm-adjusted p-values
     slope_ci(depths, losses)                               # {'slope', 'lo', 'hi', 'p', 'n'}
 
-Every function drops NaNs first and answers NaN (never raises) when there is too little data:
-fewer than 2 values for a mean's interval, fewer than 2 per side for a two-sample test, fewer than
-3 points or a single distinct x for a slope.
+Too little data: fewer than 2 values for a mean's interval, fewer than 2 per side for a two-sample
+test, fewer than 3 points or a single distinct x for a slope. No spread at all (every value equal)
+gives a zero-width interval, where scipy would answer NaN.
+
+Tests: .venv/bin/python -m pytest tests/test_analysis_stats.py
 """
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 from scipy import stats
@@ -25,13 +31,17 @@ def clean(values) -> np.ndarray:
     return x[np.isfinite(x)]
 
 
-def t_quantile(level: float, df: float) -> float:
-    """The two-sided t critical value for a `level` interval with `df` degrees of freedom."""
-    return float(stats.t.ppf((1 + level) / 2, df))
+def t_interval(center: float, se: float, df: float, level: float = 0.95) -> tuple[float, float]:
+    """(lo, hi): center -+ the two-sided t critical value (`df` degrees of freedom) times `se`
+    (scipy.stats.t.interval); (center, center) when se is 0, where scipy answers NaN."""
+    if se == 0:
+        return center, center
+    lo, hi = stats.t.interval(level, df, loc=center, scale=se)
+    return float(lo), float(hi)
 
 
 def mean_ci(values, level: float = 0.95) -> tuple[float, float, float, int]:
-    """(mean, lo, hi, n): the mean with its t-interval; lo and hi are NaN when n < 2."""
+    """(mean, lo, hi, n): the mean with its t-interval on n - 1 df; lo and hi are NaN when n < 2."""
     x = clean(values)
     n = len(x)
     if n == 0:
@@ -39,16 +49,17 @@ def mean_ci(values, level: float = 0.95) -> tuple[float, float, float, int]:
     mean = float(x.mean())
     if n < 2:
         return mean, NAN, NAN, n
-    half = t_quantile(level, n - 1) * float(x.std(ddof=1)) / np.sqrt(n)
-    return mean, mean - half, mean + half, n
+    return (mean, *t_interval(mean, float(stats.sem(x)), n - 1, level), n)
 
 
 def welch(a, b, level: float = 0.95) -> dict:
-    """Welch's two-sample t-test of mean(a) - mean(b), and that difference's interval.
+    """Welch's two-sample t-test of mean(a) - mean(b), and that difference's interval
+    (scipy.stats.ttest_ind(equal_var=False) and its confidence_interval).
 
     Returns t, p (two-sided), df (Welch-Satterthwaite), diff, lo, hi, n_a, n_b. With fewer than 2
     values on either side everything but diff and the counts is NaN. With no spread on either side
-    a nonzero difference gets p = 0 and a zero-width interval; a zero difference gets p = 1.
+    a nonzero difference gets p = 0, t = +-inf and a zero-width interval; a zero difference gets
+    p = 1 and t = 0; df is then n_a + n_b - 2.
     """
     a, b = clean(a), clean(b)
     na, nb = len(a), len(b)
@@ -56,16 +67,15 @@ def welch(a, b, level: float = 0.95) -> dict:
     out = {"t": NAN, "p": NAN, "df": NAN, "diff": diff, "lo": NAN, "hi": NAN, "n_a": na, "n_b": nb}
     if na < 2 or nb < 2:
         return out
-    va, vb = a.var(ddof=1) / na, b.var(ddof=1) / nb
-    se = float(np.sqrt(va + vb))
-    if se == 0:
+    if a.var(ddof=1) == 0 and b.var(ddof=1) == 0:
         return {**out, "t": 0.0 if diff == 0 else np.sign(diff) * np.inf, "p": float(diff == 0),
                 "df": float(na + nb - 2), "lo": diff, "hi": diff}
-    df = float((va + vb) ** 2 / (va ** 2 / (na - 1) + vb ** 2 / (nb - 1)))
-    t = diff / se
-    half = t_quantile(level, df) * se
-    return {**out, "t": t, "p": float(2 * stats.t.sf(abs(t), df)), "df": df,
-            "lo": diff - half, "hi": diff + half}
+    with warnings.catch_warnings():   # one side without spread is fine here; scipy warns of it
+        warnings.filterwarnings("ignore", "Precision loss", RuntimeWarning)
+        test = stats.ttest_ind(a, b, equal_var=False)
+        interval = test.confidence_interval(level)
+    return {**out, "t": float(test.statistic), "p": float(test.pvalue), "df": float(test.df),
+            "lo": float(interval.low), "hi": float(interval.high)}
 
 
 def hedges_g(a, b) -> float:
@@ -110,10 +120,9 @@ def slope_ci(x, y, level: float = 0.95) -> dict:
     if n < 3 or len(np.unique(x)) < 2:
         return {"slope": NAN, "lo": NAN, "hi": NAN, "p": NAN, "n": n}
     fit = stats.linregress(x, y)
-    half = t_quantile(level, n - 2) * fit.stderr
+    lo, hi = t_interval(float(fit.slope), float(fit.stderr), n - 2, level)
     p = float(fit.pvalue) if np.isfinite(fit.pvalue) else float(fit.stderr == 0 and fit.slope == 0)
-    return {"slope": float(fit.slope), "lo": float(fit.slope - half), "hi": float(fit.slope + half),
-            "p": p, "n": n}
+    return {"slope": float(fit.slope), "lo": lo, "hi": hi, "p": p, "n": n}
 
 
 def slope_diff_ci(x, y, group, level: float = 0.95) -> dict:
@@ -141,6 +150,6 @@ def slope_diff_ci(x, y, group, level: float = 0.95) -> dict:
         p = float(diff == 0)
     else:
         p = float(2 * stats.t.sf(abs(diff / se), dof))
-    half = t_quantile(level, dof) * se
+    lo, hi = t_interval(diff, se, dof, level)
     return {**out, "slope_true": float(coef[1] + coef[3]), "slope_false": float(coef[1]), "diff": diff,
-            "lo": diff - half, "hi": diff + half, "p": p}
+            "lo": lo, "hi": hi, "p": p}

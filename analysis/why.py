@@ -3,17 +3,19 @@ generalisation gap? (He et al. 2016 argue: optimisation, with healthy gradient n
 
     gradient_profile(gradflow, trials=trials)   # (gradflow.py) arm x epoch x layer gradient norms
     attenuation(gradflow, trials=trials)        # (gradflow.py) first/last-layer ratio per arm
-    diagnose(trials, gradflow, "val_acc", "max")   # per degraded plain arm: where, and why, in words
+    diagnose(trials, gradflow, "val_acc", "max")   # per degraded plain arm: where, and why
 
 `trials` is the per-trial table, `gradflow` the per-layer one (may be empty when gradient flow was
-off); only completed confirmation trials count, their gradient rows included.
+off); only completed confirmation trials count, their gradient rows included. Numbers and verdict
+codes only: analysis.sentences says them in words.
+
+Tests: .venv/bin/python -m pytest tests/test_analysis_questions.py
 """
 from __future__ import annotations
 
 import pandas as pd
 
-from .common import (TRAIN_LOSS, ci, confirmed, left_out, left_out_text, num, pval, rows, sci,
-                     with_series)
+from .common import confirmed, left_out, rows, with_series
 from .gradflow import (ATTENUATION_COLUMNS, EXPLODING_RATIO, PROFILE_COLUMNS, VANISHING_RATIO,
                        attenuation, completed_keys, gradient_profile)
 from .ranking import verdict as welch_verdict
@@ -49,15 +51,19 @@ def diagnose(trials: pd.DataFrame, gradflow: pd.DataFrame | None = None, metric:
     Needs trials columns: phase, status, arm, model, family, depth, batchnorm, width, study,
     final_<metric>, final_train_loss (and final_train_acc/final_val_acc or final_val_loss for the
     gap); gradflow as in attenuation() (may be empty; only completed trials' rows are used).
-    Returns {"degradations": [...], "batchnorm": [...], "text": [sentences]}; each entry holds the
-    numbers behind its own one-sentence `text`.
+    Returns {"degradations": [...], "batchnorm": [...]} (one dict of numbers and verdict codes per
+    comparison: `where` as above, `deficit` / `train_loss_higher` / `gap_larger` "yes", "no", "tied"
+    or "too few seeds", gradients as in attenuation()), and what explains an empty diagnosis:
+    "plain_arms" (plain arms with confirmation trials, completed or not), "plain_runs" (their
+    completed runs with a value), "plain_lines" (lines with runs at 2 or more depths), "left_out"
+    (common.left_out of the plain arms' runs).
     """
     col = f"final_{metric}"
     need = ("study", "model", "family", "line", "depth", "batchnorm", "width", col, "final_train_loss",
             "final_train_acc", "final_val_acc", "final_val_loss")
     runs = with_series(confirmed(trials, need=need))
     runs = runs[runs[col].notna()].assign(study=runs["study"].fillna(""),
-                                          gap=_gap(runs, metric))
+                                          gap=_generalisation_gap(runs, metric))
     att = attenuation(gradflow, "confirm", level, trials).set_index("arm")
     sign = 1.0 if mode == "max" else -1.0
     plain = runs[runs["family"] == "plain"]
@@ -71,32 +77,13 @@ def diagnose(trials: pd.DataFrame, gradflow: pd.DataFrame | None = None, metric:
             if better:
                 ref = max(better, key=lambda a: sign * means[a])
                 degradations.append(_compare(g, arm, ref, col, mode, level, att))
-    batchnorm = _batchnorm(runs, col, mode, level, att)
-    text = [d["text"] for d in degradations + batchnorm]
     plain_arms = rows(trials, phase="confirm", need=("family",)).query("family == 'plain'")["arm"]
-    if not degradations:
-        text.insert(0, _nothing_to_diagnose(plain_arms.nunique(), len(plain), lines, metric))
-    lost = left_out(trials, "confirm", (col, "final_train_loss"), set(plain_arms))
-    if lost:
-        text.append(f"Left out of the diagnosis: plain confirmation runs that did not complete or "
-                    f"lack {col} / final_train_loss ({left_out_text(lost)}).")
-    return {"degradations": degradations, "batchnorm": batchnorm, "text": text}
+    return {"degradations": degradations, "batchnorm": _batchnorm(runs, col, mode, level, att),
+            "plain_arms": plain_arms.nunique(), "plain_runs": len(plain), "plain_lines": int(lines),
+            "left_out": left_out(trials, "confirm", (col, "final_train_loss"), set(plain_arms))}
 
 
-def _nothing_to_diagnose(n_arms: int, n_runs: int, n_lines: int, metric: str) -> str:
-    if not n_arms:
-        return "No plain arms: no depth degradation to diagnose."
-    if not n_runs:
-        return ("No completed confirmation runs of plain arms: nothing to diagnose (missing data, "
-                "not a null result).")
-    if not n_lines:
-        return ("No line of plain arms has completed runs at 2 or more depths: no deeper-vs-"
-                "shallower comparison to diagnose (missing data, not a null result).")
-    return (f"No plain arm has a worse mean {metric} than a shallower plain arm of the same line, so "
-            "there is no depth degradation to diagnose (see the depth trend for the tests).")
-
-
-def _gap(runs: pd.DataFrame, metric: str) -> pd.Series:
+def _generalisation_gap(runs: pd.DataFrame, metric: str) -> pd.Series:
     """Per run, the final generalisation gap: train - val accuracy, or val - train loss."""
     if metric.endswith("acc"):
         return runs["final_train_acc"] - runs["final_val_acc"]
@@ -122,7 +109,6 @@ def _compare(runs: pd.DataFrame, deep: str, ref: str, col: str, mode: str, level
              "gap_diff": gap["diff"], "gap_ci_lo": gap["lo"], "gap_ci_hi": gap["hi"], "gap_p": gap["p"],
              "gap_larger": welch_verdict(gap, "max", "yes", "no"), **_gradients(att, deep)}
     entry["where"] = _where(entry)
-    entry["text"] = _degradation_text(entry, level)
     return entry
 
 
@@ -149,47 +135,6 @@ def _where(e: dict) -> str:
     return "generalisation" if e["gap_larger"] == "yes" else "gap unresolved"
 
 
-def _grad_clause(e: dict) -> str:
-    if e["vanishing"] is None:
-        return "gradient flow was not recorded for its completed runs"
-    ratios = (f"first/last-layer gradient-norm ratio {num(e['ratio_first'])} at the first epoch, "
-              f"{num(e['ratio_last'])} at the last")
-    if e["vanishing"]:
-        return f"its gradients vanish towards the input ({ratios})"
-    if e["exploding"]:
-        return f"its gradients explode towards the input ({ratios})"
-    return (f"its {ratios.replace('ratio ', 'ratio (geometric mean over seeds) ', 1)}: not below the "
-            f"{sci(VANISHING_RATIO)} threshold, nor above {sci(EXPLODING_RATIO)}, in every seed")
-
-
-def _degradation_text(e: dict, level: float) -> str:
-    head = (f"{e['arm']} scores worse than {e['reference']} on {e['metric']} ({num(e['mean'])} vs "
-            f"{num(e['reference_mean'])}, difference {num(e['diff'])}, "
-            f"{ci(e['diff_ci_lo'], e['diff_ci_hi'], level)}, {pval(e['p'])})")
-    loss = (f"final {TRAIN_LOSS} {num(e['train_loss'])} vs {num(e['reference_train_loss'])}, "
-            f"difference {num(e['train_loss_diff'])}, "
-            f"{ci(e['train_loss_ci_lo'], e['train_loss_ci_hi'], level)}, {pval(e['train_loss_p'])}")
-    margin = f"{TRAIN_LOSS_MARGIN:.0%} of the reference's ({num(e['train_loss_margin'])})"
-    gap = (f"final generalisation gap larger by {num(e['gap_diff'])} "
-           f"({ci(e['gap_ci_lo'], e['gap_ci_hi'], level)}, {pval(e['gap_p'])})")
-    body = {
-        "too few seeds": "but with fewer than 2 seeds per arm there is no telling it from seed noise",
-        "within noise": f"but this pair's difference is not resolved at n={e['n']} vs "
-                        f"{e['reference_n']} seeds (see the depth trend)",
-        "no train loss": "and the final training loss is missing, so optimisation and generalisation "
-                         "cannot be told apart",
-        "optimisation": f"and also trains worse ({loss}): an optimisation difficulty",
-        "unresolved": f"but its training-loss difference is not resolved ({loss}: the interval holds "
-                      f"both no change and a worsening of more than {margin}), so optimisation cannot "
-                      "be told from generalisation",
-        "gap unresolved": f"and trains no worse ({loss}), but its {gap} is not resolved, so the "
-                          "deficit is pinned on neither optimisation nor generalisation",
-        "generalisation": f"but trains no worse ({loss}: a worsening of more than {margin} is ruled "
-                          f"out) and its {gap}: a generalisation gap, not an optimisation difficulty",
-    }[e["where"]]
-    return f"{head} {body}; {_grad_clause(e)}."
-
-
 def _batchnorm(runs: pd.DataFrame, col: str, mode: str, level: float, att: pd.DataFrame) -> list:
     """Arms of the same study, model and width with and without BatchNorm, compared on `col`."""
     out = []
@@ -206,17 +151,5 @@ def _batchnorm(runs: pd.DataFrame, col: str, mode: str, level: float, att: pd.Da
                                                               "without BN better"),
                      "vanishing_bn": flow_bn["vanishing"], "vanishing_nobn": flow_nobn["vanishing"],
                      "exploding_bn": flow_bn["exploding"], "exploding_nobn": flow_nobn["exploding"]}
-                e["text"] = (f"{model} with vs without BatchNorm on {col}: {num(e['mean_bn'])} vs "
-                             f"{num(e['mean_nobn'])} ({ci(e['diff_ci_lo'], e['diff_ci_hi'], level)}, "
-                             f"{pval(e['p'])}): {e['verdict']}; gradient flow with BN: "
-                             f"{_flow(flow_bn)}, without: {_flow(flow_nobn)}.")
                 out.append(e)
     return out
-
-
-def _flow(g: dict) -> str:
-    if g["vanishing"] is None:
-        return "not recorded"
-    return "vanishing" if g["vanishing"] else "exploding" if g["exploding"] else (
-        f"neither vanishing nor exploding (first/last ratio within {sci(VANISHING_RATIO)} "
-        f"to {sci(EXPLODING_RATIO)})")

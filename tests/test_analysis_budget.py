@@ -9,7 +9,7 @@ import json
 
 import pandas as pd
 
-from analysis import budget
+from analysis import budget, sentences
 from analysis import questions as q
 from test_analysis_stats import epochs_frame, trial
 
@@ -33,10 +33,12 @@ def converged(arms, seeds: int = 3) -> pd.DataFrame:
 
 def test_an_arm_near_chance_is_flagged_and_a_trained_one_is_not():
     trials = study({"plain20": 0.95, "plain56": 0.17}, {"plain20": 0.2, "plain56": 2.1})
-    table = budget.undertrained(trials, converged(["plain20", "plain56"])).set_index("arm")
+    table = budget.undertrained(trials, converged(["plain20", "plain56"]))
+    reasons = {r.arm: sentences.reason(r) for r in table.itertuples()}
+    table = table.set_index("arm")
     assert table.loc["plain56", "near_chance"] and table.loc["plain56", "undertrained"]
-    assert not table.loc["plain20", "undertrained"] and table.loc["plain20", "reason"] == ""
-    assert "near chance" in table.loc["plain56", "reason"]
+    assert not table.loc["plain20", "undertrained"] and reasons["plain20"] == ""
+    assert reasons["plain56"] == "validation accuracy 0.17 is near chance (0.1)"
 
 
 def test_the_chance_margin_is_measured_from_chance_to_perfect():
@@ -56,6 +58,8 @@ def test_an_arm_still_improving_steeply_in_every_seed_is_flagged():
     table = budget.undertrained(trials, epochs).set_index("arm")
     assert table.loc["resnet20", "still_improving"] and table.loc["resnet20", "undertrained"]
     assert table.loc["resnet20", "n_censored"] == 3
+    assert sentences.reason(next(budget.undertrained(trials, epochs).query("arm == 'resnet20'")
+                                 .itertuples())) == "still improving steeply at the last epoch in all 3 seeds"
     assert not table.loc["plain32", "undertrained"] and table.loc["plain32", "n_censored"] == 2
     assert not table.loc["plain20", "undertrained"]
 

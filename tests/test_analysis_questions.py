@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 import analysis
-from analysis import figures, io
+from analysis import figures, io, sentences
 from analysis import questions as q
 from analysis.search import to_distribution
 from test_analysis_stats import depth_study, epochs_frame, gradflow_frame, search_frame, trial
@@ -66,47 +66,54 @@ def _deep_and_shallow(deep_train_loss: float, loss_sd: float = 0.005, deep_train
                  final_train_loss=deep_train_loss + rng.normal(0, loss_sd)) for s in range(5)])
 
 
+def diagnosed(trials: pd.DataFrame, gradflow: pd.DataFrame = E, metric: str = "val_acc",
+              mode: str = "max") -> dict:
+    """The why section of answers(): diagnose()'s entries, each with its sentence as "text", and
+    the section's sentences."""
+    return q.answers(trials, E, gradflow, metric, mode, 4, {})["why"]
+
+
 def test_diagnose_tells_optimisation_from_generalisation_and_follows_the_gradients():
     vanishing = gradflow_frame("vgg24", 1e-6, depth=24)
-    entry, = q.diagnose(_deep_and_shallow(0.5, deep_train_acc=0.9), vanishing)["degradations"]
+    entry, = diagnosed(_deep_and_shallow(0.5, deep_train_acc=0.9), vanishing)["degradations"]
     assert (entry["arm"], entry["reference"], entry["where"]) == ("vgg24", "vgg11", "optimisation")
     assert entry["vanishing"] is True and "running average over the epoch" in entry["text"]
     assert "optimisation difficulty" in entry["text"] and "gradients vanish" in entry["text"]
 
     healthy = gradflow_frame("vgg24", 0.5, depth=24)
-    entry, = q.diagnose(_deep_and_shallow(0.10), healthy)["degradations"]
+    entry, = diagnosed(_deep_and_shallow(0.10), healthy)["degradations"]
     assert entry["where"] == "generalisation" and entry["gap_larger"] == "yes"
     assert entry["gap_diff"] == pytest.approx(0.1, abs=0.01) and entry["gap_ci_lo"] > 0
     assert "generalisation gap, not an optimisation" in entry["text"]
     assert "not below the 1e-3 threshold" in entry["text"] and "vanish" not in entry["text"]
 
     exploding = gradflow_frame("vgg24", 1e5, depth=24)
-    entry, = q.diagnose(_deep_and_shallow(0.5), exploding)["degradations"]
+    entry, = diagnosed(_deep_and_shallow(0.5), exploding)["degradations"]
     assert entry["exploding"] is True and "explode towards the input" in entry["text"]
-    entry, = q.diagnose(_deep_and_shallow(0.5), E)["degradations"]
+    entry, = diagnosed(_deep_and_shallow(0.5), E)["degradations"]
     assert entry["vanishing"] is None and "not recorded" in entry["text"]
 
 
 def test_a_tied_training_loss_is_not_called_generalisation():
     """Training loss 0.1 vs 0.3 with sd 0.5: the interval holds 0 and large worsenings alike."""
-    entry, = q.diagnose(_deep_and_shallow(0.3, loss_sd=0.5))["degradations"]
+    entry, = diagnosed(_deep_and_shallow(0.3, loss_sd=0.5))["degradations"]
     assert entry["train_loss_higher"] == "tied" and entry["where"] == "unresolved"
     assert "cannot be told from generalisation" in entry["text"]
     assert "a generalisation gap" not in entry["text"]
     # trains no worse, but the gap is no larger (train accuracy falls with val accuracy)
-    entry, = q.diagnose(_deep_and_shallow(0.10, deep_train_acc=0.89))["degradations"]
+    entry, = diagnosed(_deep_and_shallow(0.10, deep_train_acc=0.89))["degradations"]
     assert entry["where"] == "gap unresolved" and "a generalisation gap" not in entry["text"]
 
 
 def test_a_pair_within_noise_points_to_the_depth_trend_and_losses_score_worse():
     frame = _deep_and_shallow(0.10).assign(final_val_acc=lambda f: 0.9 + 0.01 * f["seed"] % 3)
     frame.loc[frame["arm"] == "vgg24", "final_val_acc"] -= 0.001
-    entry, = q.diagnose(frame)["degradations"]
+    entry, = diagnosed(frame)["degradations"]
     assert entry["where"] == "within noise"
     assert "not resolved at n=5 vs 5 seeds (see the depth trend)" in entry["text"]
     assert "no degradation to explain" not in entry["text"]
     loss = _deep_and_shallow(0.5).assign(final_val_loss=lambda f: 1 - f["final_val_acc"])
-    entry, = q.diagnose(loss, None, "val_loss", "min")["degradations"]
+    entry, = diagnosed(loss, None, "val_loss", "min")["degradations"]
     assert entry["text"].startswith("vgg24 scores worse than vgg11 on final_val_loss")
 
 
@@ -119,13 +126,14 @@ def test_diagnose_stays_within_a_study_and_says_why_nothing_is_diagnosed():
                   final_val_acc=(0.95 if bn else 0.5) + 0.01 * s, final_train_loss=0.1)
             for bn in (True, False) for s in range(3) for st in ("A", "B")]
     frame = pd.DataFrame(rows).assign(arm=lambda f: f["study"] + ":" + f["arm"])
-    found = q.diagnose(frame)
+    found = diagnosed(frame)
     assert len(found["batchnorm"]) == 2 and found["batchnorm"][0]["verdict"] == "with BN better"
     assert all(e["arm_bn"][0] == e["arm_nobn"][0] for e in found["batchnorm"])
     assert "no deeper-vs-shallower comparison" in found["text"][0]
     failed = depth_study(0.01, 0.0, seeds=2).assign(status="diverged")
-    text = q.diagnose(failed)["text"]
-    assert text[0].startswith("No completed confirmation runs of plain arms") and "Left out" in text[-1]
+    text = diagnosed(failed)["text"]    # the last sentence is about gradient flow
+    assert text[0].startswith("No completed confirmation runs of plain arms")
+    assert text[-2].startswith("Left out of the diagnosis")
 
 
 # ---- 4. convergence --------------------------------------------------------------------------------
@@ -243,6 +251,19 @@ def test_answers_on_a_whole_synthetic_study_is_strict_json():
     assert "gradients vanish" in text and "plain56" in text
     assert decoded["depth"]["depth_trend"] and decoded["search"]["importances"]
     assert decoded["ranking"]["ranking"][0]["tied_with"] is not None
+
+
+def test_results_hold_numbers_and_sentences_put_them_into_words():
+    trials, epochs, flow = _whole_study()
+    found = q.results(trials, epochs, flow, "val_acc", "max", 4, SPACE)
+    assert not any("text" in part for part in found.values())
+    assert not any("text" in e for e in found["why"]["degradations"] + found["why"]["batchnorm"])
+    assert "reason" not in found["budget"]["undertrained"]
+    said = sentences.words(found, "val_acc", "max", 0.95)
+    assert [t for part in said.values() for t in part["text"]] == q.answers(
+        trials, epochs, flow, "val_acc", "max", 4, SPACE)["text"]
+    entry = said["why"]["degradations"][0]
+    assert list(entry)[-2:] == ["text", "budget_limited"] and entry["text"].startswith(entry["arm"])
 
 
 def test_compute_runs_each_question_once(monkeypatch):

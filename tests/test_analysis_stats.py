@@ -8,6 +8,7 @@ seed, so a verdict that comes out wrong is a bug, not bad luck.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -15,8 +16,8 @@ import pytest
 from scipy import stats as sps
 
 from analysis import questions as q
+from analysis.stats import hedges_g, holm, mean_ci, slope_ci, slope_diff_ci, t_interval, welch
 from trainables.models import model_line
-from analysis.stats import hedges_g, holm, mean_ci, slope_ci, slope_diff_ci, welch
 
 NAN = float("nan")
 
@@ -133,11 +134,43 @@ def test_slope_ci_matches_scipy_and_the_textbook_formula():
     assert math.isnan(slope_ci([1, 2], [1, 2])["lo"])              # two points
 
 
-def test_welch_and_hedges_g_match_scipy_and_hand_values():
+def test_welch_matches_the_textbook_formulas():
+    """Equal n and variances: df = 2 (n - 1) = 4, so the t table's t(0.975, 4) = 2.776445 gives
+    the interval; unequal ones: t and the Welch-Satterthwaite df worked out as fractions."""
+    even = welch([1.0, 2.0, 3.0], [4.0, 5.0, 6.0])     # variances 1 and 1, se = sqrt(1/3 + 1/3)
+    assert even["t"] == pytest.approx(-3 / math.sqrt(2 / 3)) and even["df"] == pytest.approx(4.0)
+    assert even["lo"] == pytest.approx(-3 - 2.776445105 * math.sqrt(2 / 3))
+    assert even["hi"] == pytest.approx(-3 + 2.776445105 * math.sqrt(2 / 3))
+    assert even["p"] == pytest.approx(0.0213116, abs=1e-6)
+    # a: mean 2.5, var 5/3, n 4; b: mean 4, var 4, n 3: se^2 = 5/12 + 4/3 = 7/4,
+    # df = (7/4)^2 / ((5/12)^2 / 3 + (4/3)^2 / 2) = 1323/409
+    odd = welch([1.0, 2.0, 3.0, 4.0, NAN], [2.0, 4.0, 6.0])
+    assert (odd["diff"], odd["n_a"], odd["n_b"]) == (-1.5, 4, 3)
+    assert odd["t"] == pytest.approx(-1.5 / math.sqrt(7 / 4)) and odd["df"] == pytest.approx(1323 / 409)
+    half = sps.t.ppf(0.975, 1323 / 409) * math.sqrt(7 / 4)
+    assert (odd["lo"], odd["hi"]) == pytest.approx((-1.5 - half, -1.5 + half))
+    assert odd["p"] == pytest.approx(2 * sps.t.sf(1.5 / math.sqrt(7 / 4), 1323 / 409))
+    assert welch([1.0, 2.0, 3.0], [4.0, 5.0, 6.0], level=0.9)["hi"] == pytest.approx(
+        -3 + 2.131847 * math.sqrt(2 / 3))                # t(0.95, 4) = 2.131847
+
+
+def test_the_scipy_wrappers_answer_nan_or_zero_width_where_scipy_would_not():
+    assert math.isnan(welch([1.0, NAN], [2.0, 3.0])["t"]) and welch([1.0], [2.0, 3.0])["n_a"] == 1
+    assert math.isnan(welch([], [2.0, 3.0])["diff"])
+    same = welch([1.0, 1.0, 1.0], [1.0, 1.0])
+    assert (same["t"], same["p"], same["df"], same["lo"], same["hi"]) == (0.0, 1.0, 3.0, 0.0, 0.0)
+    assert welch([2.0, 2.0], [1.0, 1.0])["t"] == math.inf
+    assert t_interval(0.5, 0.0, 3) == (0.5, 0.5)
+    assert mean_ci([0.9, 0.9, 0.9])[1:] == (0.9, 0.9, 3)
+    with warnings.catch_warnings():     # one arm without spread: no warning from scipy either
+        warnings.simplefilter("error")
+        flat = welch([0.3, 0.3, 0.3], [0.9, 0.91, 0.92])
+    assert flat["diff"] == pytest.approx(-0.61) and flat["df"] == pytest.approx(2.0)
+    assert flat["hi"] == pytest.approx(-0.61 + 4.302653 * 0.01 / math.sqrt(3))   # t(0.975, 2)
+
+
+def test_hedges_g_matches_a_hand_computation():
     a, b = [1.0, 2.0, 3.0, 4.0], [2.0, 4.0, 6.0]
-    ours, ref = welch(a, b), sps.ttest_ind(a, b, equal_var=False)
-    assert ours["t"] == pytest.approx(ref.statistic) and ours["p"] == pytest.approx(ref.pvalue)
-    assert ours["diff"] == -1.5 and ours["lo"] < -1.5 < ours["hi"]
     pooled = math.sqrt((3 * 5 / 3 + 2 * 4.0) / 5)
     assert hedges_g(a, b) == pytest.approx(-1.5 / pooled * (1 - 3 / (4 * 7 - 9)))
     assert math.isnan(welch([1.0], b)["p"]) and math.isnan(hedges_g([1.0], b))
