@@ -1,13 +1,13 @@
 """The progress of a running phase, for `archstudy run` and `resume`, in place of Ray's large tables.
 
 On a terminal, one table that rich redraws in place: a row per arm with its trials done, running
-and pending, the epochs used against the budget and the best metric so far; the title has the
+and pending, the epochs used against the budget and the best metric so far; the line above it has the
 phase, the trials finished, the elapsed time and an ETA. When the phase ends the table stays as
 its summary.
 
 Elsewhere (a log file, CI, Ray Jobs), one line at most every LINE_EVERY seconds:
 
-    [search] 11/30 trials finished (running 2), elapsed 15m19s, ETA 26m28s, best val_acc 0.9780 (resnet44)
+    [search] 11/30 trials finished (running 2), elapsed 15m19s, ETA 26m27s, best val_acc 0.9780 (resnet44)
 
 and at the end of the phase a last line, followed by one line per arm:
 
