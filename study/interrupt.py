@@ -31,6 +31,7 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM)
 STOP_GRACE_S = 120   # Tune stops its trials and saves its state within seconds
 RAY_GONE_S = 1.0     # Ray's processes end within this after a SIGTERM to them
 resume_hint = ""     # the last line's advice when the process stops at once (set by the CLI)
+at_stop_now: list = []   # called before the process stops at once (the progress table, study/progress.py)
 
 
 class Interrupted(BaseException):
@@ -123,6 +124,11 @@ def _finish_copies(timeout: float = 10.0) -> None:
 
 def _stop_now(reason: str) -> None:
     _finish_copies()
+    for stop in list(at_stop_now):   # e.g. the live table gives the terminal back its cursor
+        try:
+            stop()
+        except Exception:   # the process stops all the same
+            pass
     name = signal.Signals(_State.signum).name
     print(f"\ninterrupted by {name}: {reason}, so the study stops at once, at Ray Tune's last saved "
           f"state (as after a kill); the phase is unfinished" + (f"; {resume_hint}" if resume_hint else ""),

@@ -263,12 +263,16 @@ def test_resume_loses_and_repeats_nothing(killed_and_resumed):
 
 
 def test_progress_view_prints_trial_counts(killed_and_resumed):
+    # stdout is a file here, not a terminal: progress lines, and each arm's summary once a phase ends
     k = killed_and_resumed
-    assert re.search(r"^\[search\] \d/6 trials finished, elapsed \d+m\d\ds, ETA ", k.run_stdout, re.M)
-    assert re.search(r"^  mlp-h32 +done \d/3 +running \d +pending \d +epochs \d+/12", k.run_stdout, re.M)
-    assert re.search(r"^\[search\] 6/6 trials finished, elapsed \d+m\d\ds$", k.run_stdout, re.M)
-    assert re.search(r"^  mlp-h16 +done 3/3 +running 0 +pending 0 ", k.run_stdout, re.M)
-    assert re.search(r"^\[confirm\] 4/4 trials finished, elapsed \d+m\d\ds$", k.resume_stdout, re.M)
+    best = r", best val_acc \d\.\d{4} \(mlp-h(16|32)\)"
+    assert re.search(r"^\[search\] \d/6 trials finished \(running \d\), elapsed \d+m\d\ds, ETA ", k.run_stdout, re.M)
+    assert re.search(rf"^\[search\] 6/6 trials finished, elapsed \d+m\d\ds{best}$", k.run_stdout, re.M)
+    for arm in RESUME_ARMS:
+        summary = re.findall(rf"^  {arm} +done 3/3, epochs \d+/12, best val_acc \d\.\d{{4}}$", k.run_stdout, re.M)
+        assert len(summary) == 1, f"{arm}: search summary lines {summary}"
+    assert re.search(rf"^\[confirm\] 4/4 trials finished, elapsed \d+m\d\ds{best}$", k.resume_stdout, re.M)
+    assert re.search(r"^  mlp-h16 +done 2/2, epochs 8/8, best val_acc ", k.resume_stdout, re.M)
 
 
 def test_api_key_is_never_written(tiny, killed_and_resumed, study_env, tmp_path):
