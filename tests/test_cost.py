@@ -9,13 +9,16 @@ long measurement on this machine).
 """
 from __future__ import annotations
 
+import json
 import math
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 import torch
 import torch.nn as nn
 
+import analysis
 from analysis import figures
 from analysis.cost import COSTS, cost_answer, cost_table, pareto_front
 from trainables.cost import forward_flops, model_cost
@@ -170,6 +173,20 @@ def test_cost_figure_has_a_front_per_cost_and_a_marker_per_arm():
     assert markers[0].error_y.array[0] > 0   # the interval over three seeds
     empty = figures.cost_pareto(cost_table(pd.DataFrame(), "val_acc"), "val_acc", {})
     assert not empty.data and "no completed confirmation run" in empty.layout.annotations[0].text
+
+
+def test_compute_answers_cost_as_strict_json_with_its_figure_and_frame():
+    trials = planted().assign(depth=3, family="mlp", line="mlp", batchnorm=True, width=1.0, trial_id=range(20),
+                              final_train_loss=0.1, epochs_run=4)
+    tables = SimpleNamespace(spec=SimpleNamespace(metric="val_acc", mode="max", epochs=4), trials=trials,
+                             epochs=pd.DataFrame(), gradflow=pd.DataFrame(), space={},
+                             arms=list(dict.fromkeys(trials.arm)))
+    answers, figs, frames = analysis.compute(tables)
+    decoded = json.loads(json.dumps(answers, allow_nan=False))["cost"]
+    assert [r["arm"] for r in decoded["cost"]] == list(frames["cost"]["arm"]) == tables.arms
+    assert decoded["cost"][-1]["parameters"] is None and decoded["cost"][1]["front_parameters"] is True
+    assert decoded["text"] and set(decoded["text"]) <= set(answers["text"])
+    assert [t.name for t in figs["cost_pareto"].data].count("Pareto front") == 3
 
 
 # ---- the tables of a real study (Ray) -----------------------------------------------------------------
