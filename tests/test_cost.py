@@ -59,9 +59,9 @@ def test_counting_leaves_the_model_as_it_was():
 
 @pytest.mark.parametrize("name", list_models())
 def test_every_registered_model_has_a_cost(name):
-    channels = 1 if name == "mlp" else 3
+    channels, size = (1, 28) if name == "mlp" else (3, 32)
     model = build_model(name, in_channels=channels, width=0.125)
-    cost = model_cost(model, torch.zeros(1, channels, 28 if name == "mlp" else 32, 28 if name == "mlp" else 32))
+    cost = model_cost(model, torch.zeros(1, channels, size, size))
     assert cost["parameters"] == count_parameters(model) > 0
     assert isinstance(cost["flops_per_sample"], int) and cost["flops_per_sample"] > 0
 
@@ -82,7 +82,8 @@ def test_deeper_nets_of_a_line_cost_more():
 
 def test_the_trainer_reports_its_models_cost_every_epoch():
     g = torch.Generator().manual_seed(0)
-    split = lambda n: Split(x=torch.randn(n, 3, 32, 32, generator=g), y=torch.randint(0, 10, (n,), generator=g))
+    def split(n):
+        return Split(x=torch.randn(n, 3, 32, 32, generator=g), y=torch.randint(0, 10, (n,), generator=g))
     data = Data(name="synthetic", train=split(32), val=split(16), test=split(16), num_classes=10,
                 in_channels=3, image_size=32, augment=False)
     trainer = Trainer({"model": "resnet20", "width": 0.125, "epochs": 2, "batch_size": 16}, data)
@@ -106,8 +107,10 @@ def planted() -> pd.DataFrame:
     seconds run the other way round (the deep nets here are fast) except for twin."""
     rows = []
     for seed, noise in enumerate((-0.01, 0.0, 0.01)):
-        rows += [run("cheap", seed, 0.80 + noise, 100, seconds=40), run("mid", seed, 0.90 + noise, 200, seconds=30),
-                 run("worse", seed, 0.85 + noise, 300, seconds=20), run("best", seed, 0.95 + noise, 400, seconds=10),
+        rows += [run("cheap", seed, 0.80 + noise, 100, seconds=40),
+                 run("mid", seed, 0.90 + noise, 200, seconds=30),
+                 run("worse", seed, 0.85 + noise, 300, seconds=20),
+                 run("best", seed, 0.95 + noise, 400, seconds=10),
                  run("twin", seed, 0.90 + noise, 200, seconds=30),
                  {**run("nocost", seed, 0.99, 1), "parameters": None, "flops_per_sample": None,
                   "seconds_per_epoch": math.nan, "cpu_seconds_per_epoch": math.nan,
@@ -158,7 +161,8 @@ def test_cost_answer_names_each_front_cheapest_first():
     none = cost_answer(cost_table(planted()[lambda f: f.arm == "nocost"], "val_acc"), "val_acc")
     assert none["text"] == ["Cost: no completed confirmation run reported its parameters, FLOPs or "
                             "seconds (a study run before the cost columns)."]
-    assert "no completed confirmation run" in cost_answer(cost_table(pd.DataFrame(), "val_acc"), "val_acc")["text"][0]
+    nothing = cost_answer(cost_table(pd.DataFrame(), "val_acc"), "val_acc")
+    assert "no completed confirmation run" in nothing["text"][0]
 
 
 def test_cost_figure_has_a_front_per_cost_and_a_marker_per_arm():
@@ -176,8 +180,8 @@ def test_cost_figure_has_a_front_per_cost_and_a_marker_per_arm():
 
 
 def test_compute_answers_cost_as_strict_json_with_its_figure_and_frame():
-    trials = planted().assign(depth=3, family="mlp", line="mlp", batchnorm=True, width=1.0, trial_id=range(20),
-                              final_train_loss=0.1, epochs_run=4)
+    trials = planted().assign(depth=3, family="mlp", line="mlp", batchnorm=True, width=1.0,
+                              trial_id=range(20), final_train_loss=0.1, epochs_run=4)
     tables = SimpleNamespace(spec=SimpleNamespace(metric="val_acc", mode="max", epochs=4), trials=trials,
                              epochs=pd.DataFrame(), gradflow=pd.DataFrame(), space={},
                              arms=list(dict.fromkeys(trials.arm)))
@@ -198,5 +202,6 @@ def test_tiny_trials_have_their_cost(tiny):
     assert (per_model == 1).all().all()   # one model, one cost, whatever its options
     last = epochs.sort_values("epoch").groupby("trial_id").last()
     assert (done.set_index("trial_id").parameters == last.loc[done.trial_id, "parameters"]).all()
-    assert (done.seconds_per_epoch * done.epochs_run).to_numpy() == pytest.approx(done.wall_seconds.to_numpy())
+    total = (done.seconds_per_epoch * done.epochs_run).to_numpy()
+    assert total == pytest.approx(done.wall_seconds.to_numpy())
     assert (done.cpu_seconds_per_epoch == done.seconds_per_epoch * tiny.spec.resources.cpu).all()
