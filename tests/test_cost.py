@@ -198,10 +198,12 @@ def test_tiny_trials_have_their_cost(tiny):
     trials, epochs = tiny.trials, tiny.epochs
     done = trials[trials.status == "completed"]
     assert len(done) and (done.parameters > 0).all() and (done.flops_per_sample > 0).all()
-    per_model = done.groupby("model")[["parameters", "flops_per_sample"]].nunique()
-    assert (per_model == 1).all().all()   # one model, one cost, whatever its options
-    last = epochs.sort_values("epoch").groupby("trial_id").last()
-    assert (done.set_index("trial_id").parameters == last.loc[done.trial_id, "parameters"]).all()
+    per_arm = done.groupby("arm")[["parameters", "flops_per_sample"]].nunique()
+    assert (per_arm == 1).all().all()   # an arm's architecture is fixed: one cost, whatever its lr
+    assert done.groupby("arm").flops_per_sample.first().nunique() == 2   # the mlp and resnet20 differ
+    last = epochs.sort_values("epoch").groupby(["phase", "trial_id"]).last()
+    reported = last.loc[list(zip(done.phase, done.trial_id)), ["parameters", "flops_per_sample"]]
+    assert reported.to_numpy().tolist() == done[["parameters", "flops_per_sample"]].to_numpy().tolist()
     total = (done.seconds_per_epoch * done.epochs_run).to_numpy()
     assert total == pytest.approx(done.wall_seconds.to_numpy())
     assert (done.cpu_seconds_per_epoch == done.seconds_per_epoch * tiny.spec.resources.cpu).all()
