@@ -7,8 +7,9 @@
 Costs, from the trials table (study/tables.py; studyfiles/contract.py COST_COLUMNS): the model's
 parameters, its forward FLOPs per sample (torch's FlopCounterMode: 2 per multiply-add of the
 convolutions and matrix products; a training step costs about 3x: trainables/cost.py), and the
-wall, reserved CPU- and GPU-seconds per epoch. Each is the mean over the arm's completed
-confirmation runs, as is the final metric (with its t-interval over seeds, stats.mean_ci).
+seconds per epoch (training and evaluation, as the Trainer times them) with the CPU- and
+GPU-seconds per epoch they reserve. Each is the mean over the arm's completed confirmation runs,
+as is the final metric (with its t-interval over seeds, stats.mean_ci).
 
 An arm is on the Pareto front of a cost when no other arm is at least as good in the metric and at
 least as cheap in that cost, and strictly better in one of the two: the arms worth their price.
@@ -93,7 +94,8 @@ def cost_answer(table: pd.DataFrame, metric: str) -> dict:
         text.append(f"Cost against final {metric} (mean over seeds), {label}: the Pareto front is "
                     + ", ".join(f"{r.arm} ({amount(getattr(r, cost), cost)}, {num(r.mean)})"
                                 for r in front.itertuples())
-                    + "; every other arm costs at least as much as one of these and scores no better"
+                    + ("; every other arm costs at least as much as one of these and scores no better"
+                       if len(front) + len(unknown) < len(table) else " (every arm)")
                     + (f" (without this cost: {', '.join(unknown)})." if unknown else "."))
     return {"cost": table, "text": text}
 

@@ -62,7 +62,8 @@ TRIAL_KEY = ("study", "phase", "trial_id", "arm", "model", "family", "line", "de
 # and CPU/GPU-seconds reserved (wall x the trial's resources); `path` is relative to the folder.
 # COST_COLUMNS: `parameters` (count) and `flops_per_sample` (forward FLOPs of one sample, as torch's
 # FlopCounterMode counts them: trainables/cost.py), None for a trial that never reported; and the
-# trial's seconds over its epochs run (wall, reserved CPU- and GPU-seconds per epoch; NaN without one).
+# seconds per epoch (the mean of the epochs' `epoch_seconds`, training and evaluation as the Trainer
+# times them), with the reserved CPU- and GPU-seconds per epoch (x resources); NaN without an epoch.
 COST_COLUMNS = ("parameters", "flops_per_sample", "seconds_per_epoch", "cpu_seconds_per_epoch",
                 "gpu_seconds_per_epoch")
 TRIAL_COLUMNS = (*TRIAL_KEY, "optuna_trial", "config", "status", "epochs_run", "error",

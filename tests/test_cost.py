@@ -158,6 +158,8 @@ def test_cost_answer_names_each_front_cheapest_first():
     assert text[0].endswith("(without this cost: nocost).")
     assert "forward FLOPs per sample" in text[1] and "cheap (1k, 0.8)" in text[1]
     assert "best (20 s, 0.95)" in text[2]
+    two = cost_answer(cost_table(planted()[lambda f: f.arm.isin(["cheap", "best"])], "val_acc"), "val_acc")
+    assert two["text"][0].endswith("is cheap (100, 0.8), best (400, 0.95) (every arm).")
     none = cost_answer(cost_table(planted()[lambda f: f.arm == "nocost"], "val_acc"), "val_acc")
     assert none["text"] == ["Cost: no completed confirmation run reported its parameters, FLOPs or "
                             "seconds (a study run before the cost columns)."]
@@ -204,6 +206,7 @@ def test_tiny_trials_have_their_cost(tiny):
     last = epochs.sort_values("epoch").groupby(["phase", "trial_id"]).last()
     reported = last.loc[list(zip(done.phase, done.trial_id)), ["parameters", "flops_per_sample"]]
     assert reported.to_numpy().tolist() == done[["parameters", "flops_per_sample"]].to_numpy().tolist()
-    total = (done.seconds_per_epoch * done.epochs_run).to_numpy()
-    assert total == pytest.approx(done.wall_seconds.to_numpy())
+    mean = epochs.groupby(["phase", "trial_id"]).epoch_seconds.mean()
+    assert done.seconds_per_epoch.to_numpy() == pytest.approx(mean.loc[list(zip(done.phase, done.trial_id))])
+    assert (done.seconds_per_epoch * done.epochs_run <= done.wall_seconds).all()   # Tune's holds more
     assert (done.cpu_seconds_per_epoch == done.seconds_per_epoch * tiny.spec.resources.cpu).all()
