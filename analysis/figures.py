@@ -22,6 +22,7 @@ from plotly.subplots import make_subplots
 
 from .common import confirmed, line_name, with_series
 from .convergence import completed_epochs
+from .cost import shown_costs
 from .stats import mean_ci
 from .gradflow import completed_keys
 
@@ -232,3 +233,36 @@ def generalisation_gap(gap: pd.DataFrame, colors: dict) -> go.Figure:
     fig.update_xaxes(title_text="epoch")
     fig.update_yaxes(title_text="accuracy gap (fraction)")
     return fig.update_layout(title=title, height=400, **LAYOUT)
+
+
+def cost_pareto(table: pd.DataFrame, metric: str, colors: dict, level: float = 0.95) -> go.Figure:
+    """The final metric against each cost (analysis.cost.cost_table: parameters, forward FLOPs per
+    sample, reserved CPU- and GPU-seconds per epoch), one panel per cost with a positive value, log
+    x: one marker per arm (mean over seeds, error bar its interval where n > 1) and, per panel, a
+    dashed line through that cost's Pareto front (arms no other is both cheaper and better than)."""
+    title = (f"Cost against final {metric} (completed confirmation runs, mean and {level:.0%} CI; "
+             "dashed: the Pareto front; forward FLOPs, a training step is about 3x)")
+    costs = shown_costs(table)
+    if table.empty or not costs:
+        return empty(title, "no completed confirmation run with its cost (parameters, FLOPs, seconds)")
+    cols = min(2, len(costs))
+    rows = math.ceil(len(costs) / cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[label for _, label in costs],
+                        horizontal_spacing=0.08, vertical_spacing=0.18)
+    for i, (cost, label) in enumerate(costs):
+        r, c = i // cols + 1, i % cols + 1
+        points = table[(pd.to_numeric(table[cost]) > 0) & table["mean"].notna()]
+        for p in points.itertuples():
+            minus, plus = (None, None) if math.isnan(p.ci_lo) else (p.mean - p.ci_lo, p.ci_hi - p.mean)
+            fig.add_trace(go.Scatter(
+                x=[getattr(p, cost)], y=[p.mean], mode="markers", name=p.arm, legendgroup=p.arm,
+                showlegend=i == 0, marker=dict(size=10, color=colors.get(p.arm, "#888")),
+                error_y=dict(type="data", array=[plus], arrayminus=[minus], visible=plus is not None),
+                hovertemplate=f"{p.arm} (n={p.n}): %{{x:.3g}}, %{{y:.4f}}<extra></extra>"), row=r, col=c)
+        front = points[points[f"front_{cost}"]].sort_values(cost)
+        fig.add_trace(go.Scatter(x=front[cost], y=front["mean"], mode="lines", name="Pareto front",
+                                 legendgroup="front", showlegend=i == 0, hoverinfo="skip",
+                                 line=dict(color="#444", dash="dash", width=1)), row=r, col=c)
+        fig.update_xaxes(title_text=f"{label} (log scale)", type="log", row=r, col=c)
+        fig.update_yaxes(title_text=f"final {metric}", row=r, col=c)
+    return fig.update_layout(title=title, height=380 * rows + 80, **LAYOUT)

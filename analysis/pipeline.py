@@ -13,6 +13,8 @@ from studyfiles.errors import StudyError
 
 from . import figures as fig
 from . import io, questions
+from .common import jsonable
+from .cost import cost_answer, cost_table
 from .headline import headline, headline_text
 from .report import render_html, render_markdown, render_terminal
 
@@ -36,6 +38,9 @@ def compute(tables: io.StudyTables, level: float = 0.95) -> tuple[dict, dict, di
     answers, frames = questions.answers_with_frames(
         t, e, g, metric=spec.metric, mode=spec.mode, epochs_budget=spec.epochs, space=tables.space,
         level=level)
+    frames["cost"] = cost_table(t, spec.metric, spec.mode, level)
+    answers["cost"] = jsonable(cost_answer(frames["cost"], spec.metric))
+    answers["text"] += answers["cost"]["text"]
     profile = frames["gradient_profile"]   # completed confirmation trials only
     colors = fig.arm_colors(tables.arms)
     figures = {
@@ -46,6 +51,7 @@ def compute(tables: io.StudyTables, level: float = 0.95) -> tuple[dict, dict, di
         "generalisation_gap": fig.generalisation_gap(frames["generalisation_gap"], colors),
         "search_curves": fig.search_curves(e, t, spec.metric, colors),
         "importance_bars": fig.importance_bars(frames["importances"], colors),
+        "cost_pareto": fig.cost_pareto(frames["cost"], spec.metric, colors, level),
     }
     return answers, figures, frames
 

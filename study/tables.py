@@ -3,7 +3,8 @@ them through the same contract):
 
 - trials.parquet: one row per trial (arm, family, line, depth, phase, seed, config, status among
   completed / pruned / diverged / error, the first line of an error's cause, best and final
-  metrics, epochs run, wall / CPU / GPU seconds, node); a trial that failed before it reported
+  metrics, epochs run, wall / CPU / GPU seconds, seconds per epoch, the model's parameters and
+  forward FLOPs per sample, node); a trial that failed before it reported
   anything (in its setup) is a row too, from Tune's saved state and its error.txt
 - epochs.parquet: one row per trial and epoch, every metric and gradient-flow summary
 - gradflow.parquet: one row per trial, epoch and layer, the per-layer gradient-flow statistics
@@ -104,6 +105,20 @@ def trial_error(trial_dir: Path) -> str | None:
         return None
 
 
+def trial_cost(results: list[dict], spec) -> dict:
+    """A trial's cost columns: its model's parameters and forward FLOPs per sample (the Trainer
+    reports them with every epoch; None when it never reported), and its seconds per epoch: the mean
+    of the Trainer's own `epoch_seconds` (training and evaluation; Tune's time_total_s also holds
+    the first report's W&B set-up, seen 5 s of a 0.14 s epoch), with the CPU- and GPU-seconds that
+    reserves (x the trial's resources); NaN without an epoch."""
+    last = results[-1] if results else {}
+    seconds = [r["epoch_seconds"] for r in results if r.get("epoch_seconds") is not None]
+    per_epoch = sum(seconds) / len(seconds) if seconds else float("nan")
+    return {"parameters": last.get("parameters"), "flops_per_sample": last.get("flops_per_sample"),
+            "seconds_per_epoch": per_epoch, "cpu_seconds_per_epoch": per_epoch * spec.resources.cpu,
+            "gpu_seconds_per_epoch": per_epoch * spec.resources.gpu}
+
+
 def collect_phase(out: Path, phase: str, spec) -> tuple[list[dict], list[dict], list[dict]]:
     trials, epochs, layers = [], [], []
     phase_dir = out / phase
@@ -144,7 +159,7 @@ def collect_phase(out: Path, phase: str, spec) -> tuple[list[dict], list[dict], 
             **{f"final_{m}": last.get(m, float("nan")) for m in METRICS},
             "wall_seconds": wall, "cpu_seconds": wall * spec.resources.cpu,
             "gpu_seconds": wall * spec.resources.gpu, "node_id": last.get("node_id"),
-            "path": str(trial_dir.relative_to(out)),
+            "path": str(trial_dir.relative_to(out)), **trial_cost(results, spec),
         })
         for r in results:
             scalars = {k: v for k, v in r.items() if k != GRADFLOW_KEY and not isinstance(v, (dict, list))}

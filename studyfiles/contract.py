@@ -60,12 +60,19 @@ TRIAL_KEY = ("study", "phase", "trial_id", "arm", "model", "family", "line", "de
 # trials.parquet: one row per trial. `best_<metric>` and `param_<name>` (one per searched parameter)
 # are named after the spec; `config` is the trial's training options as JSON; seconds are wall-clock
 # and CPU/GPU-seconds reserved (wall x the trial's resources); `path` is relative to the folder.
+# COST_COLUMNS: `parameters` (count) and `flops_per_sample` (forward FLOPs of one sample, as torch's
+# FlopCounterMode counts them: trainables/cost.py), None for a trial that never reported; and the
+# seconds per epoch (the mean of the epochs' `epoch_seconds`, training and evaluation as the Trainer
+# times them), with the reserved CPU- and GPU-seconds per epoch (x resources); NaN without an epoch.
+COST_COLUMNS = ("parameters", "flops_per_sample", "seconds_per_epoch", "cpu_seconds_per_epoch",
+                "gpu_seconds_per_epoch")
 TRIAL_COLUMNS = (*TRIAL_KEY, "optuna_trial", "config", "status", "epochs_run", "error",
                  *(f"final_{m}" for m in METRICS), "wall_seconds", "cpu_seconds", "gpu_seconds",
-                 "node_id", "path")
+                 "node_id", "path", *COST_COLUMNS)
 
 # epochs.parquet: one row per trial and epoch; besides these, every scalar the trial reported that
-# epoch (the `gf_*` gradient-flow summaries, lr, epoch_seconds, Tune's time_total_s, ...).
+# epoch (the `gf_*` gradient-flow summaries, lr, epoch_seconds, parameters, flops_per_sample, Tune's
+# time_total_s, ...).
 EPOCH_COLUMNS = (*TRIAL_KEY, "epoch", "status", *METRICS)
 
 # gradflow.parquet: one row per trial, epoch and weight layer (conv or linear, `index` 0 the first

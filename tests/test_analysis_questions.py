@@ -278,7 +278,7 @@ def test_compute_runs_each_question_once(monkeypatch):
                              arms=sorted(set(trials["arm"])))
     answers, figs, frames = analysis.compute(tables)
     assert calls == {"importances": 1, "ranking": 1}
-    assert set(frames) == {"ranking", "importances", "generalisation_gap", "gradient_profile"}
+    assert set(frames) == {"ranking", "importances", "generalisation_gap", "gradient_profile", "cost"}
     assert set(frames["gradient_profile"]["arm"]) == {"plain56", "resnet56"} and answers["text"]
 
 

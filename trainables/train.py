@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import TrainingOptions
+from .cost import model_cost
 from .data import Data, augment_batch
 from .gradflow import GradFlow, probe_steps, weights_in_forward_order
 from .models import build_model, init_weights
@@ -70,6 +71,9 @@ class Trainer:
                                  batchnorm=opts.batchnorm, hidden=opts.hidden,
                                  image_size=data.image_size)
         init_weights(self.model)
+        # parameters and forward FLOPs per sample, reported with every epoch (trainables/cost.py):
+        # one forward pass of one sample on the CPU, before the model moves to its device
+        self.cost = model_cost(self.model, data.train.x[:1].cpu())
         self.channels_last = cuda and self.model.family != "mlp"   # faster convs on tensor cores
         self.model.to(self.device, memory_format=torch.channels_last if self.channels_last
                       else torch.contiguous_format)
@@ -177,6 +181,7 @@ class Trainer:
                 metrics.update(self.evaluate("test"))
             metrics["status"] = "diverged" if diverged else "completed" if done else "running"
             metrics["epoch_seconds"] = time.perf_counter() - start
+            metrics.update(self.cost)
             yield {"epoch": self.epoch, **metrics}
             if diverged:
                 return
