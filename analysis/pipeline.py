@@ -12,7 +12,7 @@ from pathlib import Path
 from studyfiles.errors import StudyError
 
 from . import figures as fig
-from . import io, questions
+from . import io, questions, signalprop
 from .headline import headline, headline_text
 from .report import render_html, render_markdown, render_terminal
 
@@ -47,6 +47,10 @@ def compute(tables: io.StudyTables, level: float = 0.95) -> tuple[dict, dict, di
         "search_curves": fig.search_curves(e, t, spec.metric, colors),
         "importance_bars": fig.importance_bars(frames["importances"], colors),
     }
+    # signal propagation (analysis/signalprop.py): its numbers join the 'why' answers
+    frames["signal_profile"] = signalprop.signal_profile(tables.signalprop, "confirm", t)
+    answers["why"]["signal_propagation"] = signalprop.signal_answer(tables.signalprop, "confirm", t)
+    figures["signal_propagation"] = fig.signal_propagation(frames["signal_profile"], colors)
     return answers, figures, frames
 
 

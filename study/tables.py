@@ -7,6 +7,8 @@ them through the same contract):
   anything (in its setup) is a row too, from Tune's saved state and its error.txt
 - epochs.parquet: one row per trial and epoch, every metric and gradient-flow summary
 - gradflow.parquet: one row per trial, epoch and layer, the per-layer gradient-flow statistics
+- signalprop.parquet: one row per trial, epoch (0: at initialisation) and block, the per-block
+  signal-propagation statistics
 
 Built from the Ray experiment folders (each trial's result.json, which `ResultLog` writes on the
 driver for every reported epoch); an epoch reported twice (a trial restarted from its checkpoint) is
@@ -26,6 +28,10 @@ from trainables.config import training_options
 from trainables.models import get_model, model_depth
 
 GRADFLOW_KEY = "grad_flow"
+SIGNALPROP_KEY = "signal_prop"
+# The tables of per-layer / per-block rows, and the key of the epoch's metrics that holds their rows
+# (a list of dicts, kept out of epochs.parquet); a row may carry its own epoch (signal_prop's 0).
+ROW_LISTS = {"gradflow": GRADFLOW_KEY, "signalprop": SIGNALPROP_KEY}
 DROPPED_RAY_KEYS = ("config", "trial_id", "date", "hostname", "pid", "checkpoint_dir_name",
                     "should_checkpoint", "done")
 
@@ -104,11 +110,12 @@ def trial_error(trial_dir: Path) -> str | None:
         return None
 
 
-def collect_phase(out: Path, phase: str, spec) -> tuple[list[dict], list[dict], list[dict]]:
-    trials, epochs, layers = [], [], []
+def collect_phase(out: Path, phase: str, spec) -> tuple[list[dict], list[dict], dict[str, list[dict]]]:
+    """(trials rows, epochs rows, {table in ROW_LISTS: its rows}) of one phase's trial folders."""
+    trials, epochs, listed = [], [], {table: [] for table in ROW_LISTS}
     phase_dir = out / phase
     if not phase_dir.is_dir():
-        return trials, epochs, layers
+        return trials, epochs, listed
     better = max if spec.mode == "max" else min
     saved = tune_trials(phase_dir)
     statuses = {trial_id: state["status"] for trial_id, state in saved.items()}
@@ -147,23 +154,25 @@ def collect_phase(out: Path, phase: str, spec) -> tuple[list[dict], list[dict], 
             "path": str(trial_dir.relative_to(out)),
         })
         for r in results:
-            scalars = {k: v for k, v in r.items() if k != GRADFLOW_KEY and not isinstance(v, (dict, list))}
+            scalars = {k: v for k, v in r.items()
+                       if k not in ROW_LISTS.values() and not isinstance(v, (dict, list))}
             epochs.append({**base, **{k: scalars.get(k) for k in scalars
                                       if k not in DROPPED_RAY_KEYS}})
-            for row in r.get(GRADFLOW_KEY) or []:
-                layers.append({**base, "epoch": r["epoch"], **row})
-    return trials, epochs, layers
+            for table, key in ROW_LISTS.items():
+                listed[table] += [{**base, "epoch": r["epoch"], **row} for row in r.get(key) or []]
+    return trials, epochs, listed
 
 
 def write_tables(out: Path, spec) -> dict[str, pd.DataFrame]:
-    trials, epochs, layers = [], [], []
+    trials, epochs, listed = [], [], {table: [] for table in ROW_LISTS}
     for phase in Phase:
-        t, e, g = collect_phase(out, phase.value, spec)
+        t, e, rows = collect_phase(out, phase.value, spec)
         trials += t
         epochs += e
-        layers += g
+        for table in ROW_LISTS:
+            listed[table] += rows[table]
     frames = {"trials": pd.DataFrame(trials), "epochs": pd.DataFrame(epochs),
-              "gradflow": pd.DataFrame(layers)}
+              **{table: pd.DataFrame(rows) for table, rows in listed.items()}}
     for name in TABLES:
         write_parquet(frames[name], table_path(out, name))
     return frames
