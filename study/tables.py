@@ -22,7 +22,8 @@ from pathlib import Path
 import pandas as pd
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-from studyfiles.contract import METRICS, TABLES, Phase, Status, table_path, trials_path
+from studyfiles.contract import (GRADFLOW_STATS, METRICS, SIGNALPROP_STATS, TABLES, Phase, Status,
+                                 table_path, trials_path)
 from studyfiles.files import write_parquet
 from trainables.config import training_options
 from trainables.models import get_model, model_depth
@@ -32,6 +33,7 @@ SIGNALPROP_KEY = "signal_prop"
 # The tables of per-layer / per-block rows, and the key of the epoch's metrics that holds their rows
 # (a list of dicts, kept out of epochs.parquet); a row may carry its own epoch (signal_prop's 0).
 ROW_LISTS = {"gradflow": GRADFLOW_KEY, "signalprop": SIGNALPROP_KEY}
+ROW_STATS = {"gradflow": GRADFLOW_STATS, "signalprop": SIGNALPROP_STATS}   # float columns (None: NaN)
 DROPPED_RAY_KEYS = ("config", "trial_id", "date", "hostname", "pid", "checkpoint_dir_name",
                     "should_checkpoint", "done")
 
@@ -163,6 +165,13 @@ def collect_phase(out: Path, phase: str, spec) -> tuple[list[dict], list[dict], 
     return trials, epochs, listed
 
 
+def row_frame(rows: list[dict], stats: tuple[str, ...]) -> pd.DataFrame:
+    """The rows of a per-layer / per-block table, its statistics as floats: a statistic that is None
+    in every row (residual_var in a study without residual nets) is NaN, not an untyped column."""
+    frame = pd.DataFrame(rows)
+    return frame.astype({column: float for column in stats if column in frame})
+
+
 def write_tables(out: Path, spec) -> dict[str, pd.DataFrame]:
     trials, epochs, listed = [], [], {table: [] for table in ROW_LISTS}
     for phase in Phase:
@@ -172,7 +181,7 @@ def write_tables(out: Path, spec) -> dict[str, pd.DataFrame]:
         for table in ROW_LISTS:
             listed[table] += rows[table]
     frames = {"trials": pd.DataFrame(trials), "epochs": pd.DataFrame(epochs),
-              **{table: pd.DataFrame(rows) for table, rows in listed.items()}}
+              **{table: row_frame(rows, ROW_STATS[table]) for table, rows in listed.items()}}
     for name in TABLES:
         write_parquet(frames[name], table_path(out, name))
     return frames

@@ -53,7 +53,7 @@ def direct(a: torch.Tensor) -> tuple[float, float]:
 
 
 def direct_rows(net, x: torch.Tensor) -> list[tuple]:
-    """(block name, avg_sq_mean, avg_var, residual branch's avg_var or NaN) by running the model's
+    """(block name, avg_sq_mean, avg_var, residual branch's avg_var or None) by running the model's
     modules one by one, in training mode (BatchNorm on the batch's statistics, as the probe)."""
     net.train()
     out = []
@@ -61,7 +61,7 @@ def direct_rows(net, x: torch.Tensor) -> list[tuple]:
         if hasattr(net, "blocks"):   # the ResNets and their plain twins
             h = net.stem(pad_to_32(x))
             for i, block in enumerate(net.blocks):
-                branch = direct(block.main(h))[1] if block.residual else math.nan
+                branch = direct(block.main(h))[1] if block.residual else None
                 h = block(h)
                 out.append((f"blocks.{i}", *direct(h), branch))
             return out
@@ -70,7 +70,7 @@ def direct_rows(net, x: torch.Tensor) -> list[tuple]:
         for i, layer in enumerate(layers):
             h = layer(h)
             if isinstance(layer, torch.nn.ReLU):
-                out.append((f"{prefix}.{i}", *direct(h), math.nan))
+                out.append((f"{prefix}.{i}", *direct(h), None))
     return out
 
 
@@ -89,10 +89,8 @@ def test_the_hooks_equal_a_direct_computation_on_the_same_batch(name, batchnorm)
         assert set(row) == {"epoch", "block", "index", *SIGNALPROP_STATS}
         assert row["avg_sq_mean"] == pytest.approx(sq_mean, rel=1e-4)
         assert row["avg_var"] == pytest.approx(var, rel=1e-4)
-        assert (math.isnan(row["residual_var"]) and math.isnan(branch)) or \
-            row["residual_var"] == pytest.approx(branch, rel=1e-4)
-    residual = name.startswith("resnet")
-    assert all(math.isnan(r["residual_var"]) != residual for r in rows)
+        assert row["residual_var"] == (branch if branch is None else pytest.approx(branch, rel=1e-4))
+    assert all((r["residual_var"] is None) != name.startswith("resnet") for r in rows)
 
 
 def fit_r2(y: np.ndarray) -> float:

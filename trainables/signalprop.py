@@ -8,7 +8,8 @@ output x of shape (N, C, H, W) (or (N, C) in the MLP), with channel statistics t
 - avg_sq_mean: the mean over channels of the squared channel mean;
 - avg_var: the mean over channels of the channel variance (population variance, divided by n);
 - residual_var: for a residual block, avg_var of its residual branch's output (`block.main`, before
-  the skip connection is added); NaN for every other block.
+  the skip connection is added); None for every other block (NaN in signalprop.parquet; None, not
+  NaN, so that two runs' rows compare equal and the metrics stay strict JSON).
 
 Measured in training mode, as in Brock et al.'s plots: BatchNorm then normalises with the probe
 batch's own statistics, as in every training step (in eval mode at initialisation its running
@@ -49,8 +50,9 @@ def signal_blocks(model: nn.Module) -> list[tuple[str, nn.Module, nn.Module | No
 
 
 class SignalProp:
-    """`measure(epoch)` returns one row per block ({"epoch", "block", "index", *SIGNALPROP_STATS})
-    for `model` on the fixed `probe` batch (already on the model's device and memory format)."""
+    """`measure(epoch)` returns one row per block ({"epoch", "block", "index", *SIGNALPROP_STATS},
+    floats; residual_var None without a branch) for `model` on the fixed `probe` batch (already on
+    the model's device and memory format)."""
 
     def __init__(self, model: nn.Module, probe: torch.Tensor):
         self.model, self.probe = model, probe
@@ -86,5 +88,6 @@ class SignalProp:
             for h in hooks:
                 h.remove()
         values = torch.cat([outputs, branches[:, 1:]], dim=1).cpu().double().tolist()   # one copy
-        return [{"epoch": epoch, "block": name, "index": i, **dict(zip(SIGNALPROP_STATS, row))}
-                for i, ((name, _block, _branch), row) in enumerate(zip(self.blocks, values))]
+        return [{"epoch": epoch, "block": name, "index": i,
+                 **dict(zip(SIGNALPROP_STATS, row[:2] + [row[2] if branch is not None else None]))}
+                for i, ((name, _block, branch), row) in enumerate(zip(self.blocks, values))]
