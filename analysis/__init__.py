@@ -12,7 +12,8 @@ and imports nothing from `study` or `trainables`: no torch, no Ray.
 
 Modules: `pipeline` (analyze: folders in, outputs out), `io` (the only one that reads or writes:
 study folders in, answers and report out, W&B), `stats` (intervals, tests, slopes), `questions`
-(the five questions, DataFrame in, DataFrame out), `budget` (arms that did not train), `headline`
+(the five questions, DataFrame in, DataFrame out), `signalprop` (signal propagation across the
+blocks, for the 'why' answers), `budget` (arms that did not train), `headline`
 (the answer first), `figures` (plotly figures), `report` (HTML, markdown and terminal text), `cli`
 (the command line).
 """
