@@ -266,3 +266,30 @@ def cost_pareto(table: pd.DataFrame, metric: str, colors: dict, level: float = 0
         fig.update_xaxes(title_text=f"{label} (log scale)", type="log", row=r, col=c)
         fig.update_yaxes(title_text=f"final {metric}", row=r, col=c)
     return fig.update_layout(title=title, height=380 * rows + 80, **LAYOUT)
+
+
+def signal_propagation(profile: pd.DataFrame, colors: dict) -> go.Figure:
+    """Signal propagation (Brock et al. 2021): per arm, the average channel variance and the
+    average squared channel mean of each block's output against the block index (0 = input side),
+    at the first recorded epoch (dotted; 0 = at initialisation) and the last (solid), from
+    analysis.signalprop.signal_profile. Log scale: geometric growth is a straight line."""
+    title = "Signal propagation: activation statistics per block, first (dotted) and last (solid) epoch"
+    if profile.empty:
+        return empty(title, "no signal-propagation data (gradient_flow was off, or an older study)")
+    columns = (("avg_var", "average channel variance"), ("avg_sq_mean", "average squared channel mean"))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=[label for _, label in columns])
+    for arm, color in colors.items():
+        rows = profile[profile.arm == arm]
+        if rows.empty:
+            continue
+        for epoch, dash in ((rows.epoch.min(), "dot"), (rows.epoch.max(), "solid")):
+            curve = rows[rows.epoch == epoch].sort_values("index")
+            for c, (column, _label) in enumerate(columns, start=1):
+                fig.add_trace(go.Scatter(
+                    x=curve["index"], y=curve[column], mode="lines+markers", name=arm, legendgroup=arm,
+                    showlegend=dash == "solid" and c == 1, line=dict(color=color, dash=dash),
+                    marker=dict(size=4), text=curve["block"],
+                    hovertemplate=f"{arm}, epoch {epoch}, %{{text}}: %{{y:.3g}}<extra></extra>"), row=1, col=c)
+    fig.update_xaxes(title_text="block (0 = input side)")
+    fig.update_yaxes(type="log")
+    return fig.update_layout(title=title, height=450, **LAYOUT)

@@ -4,12 +4,13 @@ dict or figure out).
 
     from analysis.io import load_studies
     tables = load_studies(["~/archstudy-results/quick"])
-    tables.trials, tables.epochs, tables.gradflow      # pandas DataFrames (study/tables.py)
+    tables.trials, tables.epochs, tables.gradflow, tables.signalprop   # DataFrames (study/tables.py)
 
 Several folders can be read at once to compare studies: each arm is then called "<study>:<arm>" so
 that same-named arms of different studies stay apart, and the `study` column is the spec's name
 (the statistics never pool or pair runs across studies). They must share the metric and its mode
 (a StudyError otherwise). The trials table gets an `epochs_budget` column: its study's epochs.
+A table that folders written before it existed lack (ADDED_LATER) reads as an empty one.
 """
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ from studyfiles.spec_data import SpecData, read_spec
 from studyfiles.storage import Store, is_uri
 from studyfiles.wandb_names import LEAN_SETTINGS, analysis_values
 
+ADDED_LATER = ("signalprop",)   # tables an older study folder may lack: read as empty tables
+
 
 @dataclass
 class StudyTables:
@@ -37,6 +40,7 @@ class StudyTables:
     trials: pd.DataFrame
     epochs: pd.DataFrame
     gradflow: pd.DataFrame
+    signalprop: pd.DataFrame = field(default_factory=pd.DataFrame)
     arms: list[str] = field(default_factory=list)   # in the specs' order (colours follow it)
     sources: list = field(default_factory=list)      # the folders as given (paths or bucket URIs)
 
@@ -75,11 +79,13 @@ def read_folder(folder: str | os.PathLike) -> tuple[Path, SpecData, dict[str, pd
     if not (out / SPEC_FILE).is_file():
         raise StudyError(f"{out} is not a study folder (no spec.yaml); give the folder that "
                          "`archstudy run` printed as 'results'")
-    missing = [table_path(out, t).name for t in TABLES if not table_path(out, t).is_file()]
+    missing = [table_path(out, t).name for t in TABLES
+               if t not in ADDED_LATER and not table_path(out, t).is_file()]
     if missing:
         raise StudyError(f"{out} has no {', '.join(missing)} yet: the study has not finished a "
                          f"phase; run `archstudy resume {out}` first")
-    frames = {t: pd.read_parquet(table_path(out, t)) for t in TABLES}
+    frames = {t: pd.read_parquet(table_path(out, t)) if table_path(out, t).is_file() else pd.DataFrame()
+              for t in TABLES}
     if frames["trials"].empty:
         raise StudyError(f"{out}/trials.parquet holds no trial; nothing to analyse")
     return out, read_spec(out / SPEC_FILE), frames
@@ -110,7 +116,8 @@ def load_studies(folders: list[str | os.PathLike]) -> StudyTables:
         arms += [f"{spec.name}:{a}" if several else a for a in spec.arm_names]
     return StudyTables(folders=[r[0] for r in read], specs=[r[1] for r in read], sources=list(folders),
                        arms=list(dict.fromkeys(arms)),
-                       **{t: pd.concat(f, ignore_index=True) for t, f in frames.items()})
+                       **{t: pd.concat(f, ignore_index=True) if f else pd.DataFrame()
+                          for t, f in frames.items()})
 
 
 # ---- writing -----------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from pathlib import Path
 from studyfiles.errors import StudyError
 
 from . import figures as fig
-from . import io, questions
+from . import io, questions, signalprop
 from .common import jsonable
 from .cost import cost_answer, cost_table
 from .headline import headline, headline_text
@@ -53,6 +53,10 @@ def compute(tables: io.StudyTables, level: float = 0.95) -> tuple[dict, dict, di
         "importance_bars": fig.importance_bars(frames["importances"], colors),
         "cost_pareto": fig.cost_pareto(frames["cost"], spec.metric, colors, level),
     }
+    # signal propagation (analysis/signalprop.py): its numbers join the 'why' answers
+    frames["signal_profile"] = signalprop.signal_profile(tables.signalprop, "confirm", t)
+    answers["why"]["signal_propagation"] = signalprop.signal_answer(tables.signalprop, "confirm", t)
+    figures["signal_propagation"] = fig.signal_propagation(frames["signal_profile"], colors)
     return answers, figures, frames
 
 

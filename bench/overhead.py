@@ -63,6 +63,7 @@ def split(start: float, ends: list[tuple[float, str]], work: dict[str, float]) -
 def bare_trial(config, data):
     for metrics in Trainer({**CONFIG, "seed": config["seed"]}, data).run():
         metrics.pop("grad_flow", None)
+        metrics.pop("signal_prop", None)
         tune.report(metrics)
 
 

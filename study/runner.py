@@ -6,7 +6,7 @@ best configuration over every seed), both on Ray Tune, then writes the result ta
 
 Output folder `<storage>/<name>/`: spec.yaml (resolved), study.json (phase progress, the spec it
 started with), search/ and confirm/ (Ray experiment folders), optuna.db, wandb/, trials.parquet,
-epochs.parquet, gradflow.parquet, driver.log (Ray's log records, with tracebacks).
+epochs.parquet, gradflow.parquet, signalprop.parquet, driver.log (Ray's log records, with tracebacks).
 
 A phase is marked done in study.json only when it ran to its end and every arm has a usable result
 in it: a phase stopped by a signal (study/interrupt.py), or one in which every trial of an arm
@@ -29,7 +29,7 @@ from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 
-from studyfiles.contract import STUDY_FILES, Phase
+from studyfiles.contract import STUDY_FILES, TABLE_FILES, Phase
 from studyfiles.errors import StudyError
 from studyfiles.files import write_atomic
 from studyfiles.storage import Store, is_uri, join, mirror_of
@@ -241,7 +241,7 @@ class Study:
         for done in PHASES[:PHASES.index(phase) + 1]:   # the tables cover every phase so far
             self.store.fetch_results(done)
         trials = tables.write_tables(self.out, self.spec)["trials"]
-        self.store.upload("optuna.db", "trials.parquet", "epochs.parquet", "gradflow.parquet", "driver.log")
+        self.store.upload("optuna.db", *TABLE_FILES, "driver.log")
         if problem := tables.phase_problem(trials, phase, self.spec, shlex.quote(str(self.store))):
             raise StudyError(problem)
         self.mark(phase=PHASES[PHASES.index(phase) + 1] if phase != PHASES[-1] else "done")

@@ -8,6 +8,8 @@ them through the same contract):
   anything (in its setup) is a row too, from Tune's saved state and its error.txt
 - epochs.parquet: one row per trial and epoch, every metric and gradient-flow summary
 - gradflow.parquet: one row per trial, epoch and layer, the per-layer gradient-flow statistics
+- signalprop.parquet: one row per trial, epoch (0: at initialisation) and block, the per-block
+  signal-propagation statistics
 
 Built from the Ray experiment folders (each trial's result.json, which `ResultLog` writes on the
 driver for every reported epoch); an epoch reported twice (a trial restarted from its checkpoint) is
@@ -21,12 +23,18 @@ from pathlib import Path
 import pandas as pd
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-from studyfiles.contract import METRICS, TABLES, Phase, Status, table_path, trials_path
+from studyfiles.contract import (GRADFLOW_STATS, METRICS, SIGNALPROP_STATS, TABLES, Phase, Status,
+                                 table_path, trials_path)
 from studyfiles.files import write_parquet
 from trainables.config import training_options
 from trainables.models import get_model, model_depth
 
 GRADFLOW_KEY = "grad_flow"
+SIGNALPROP_KEY = "signal_prop"
+# The tables of per-layer / per-block rows, and the key of the epoch's metrics that holds their rows
+# (a list of dicts, kept out of epochs.parquet); a row may carry its own epoch (signal_prop's 0).
+ROW_LISTS = {"gradflow": GRADFLOW_KEY, "signalprop": SIGNALPROP_KEY}
+ROW_STATS = {"gradflow": GRADFLOW_STATS, "signalprop": SIGNALPROP_STATS}   # float columns (None: NaN)
 DROPPED_RAY_KEYS = ("config", "trial_id", "date", "hostname", "pid", "checkpoint_dir_name",
                     "should_checkpoint", "done")
 
@@ -119,11 +127,12 @@ def trial_cost(results: list[dict], spec) -> dict:
             "gpu_seconds_per_epoch": per_epoch * spec.resources.gpu}
 
 
-def collect_phase(out: Path, phase: str, spec) -> tuple[list[dict], list[dict], list[dict]]:
-    trials, epochs, layers = [], [], []
+def collect_phase(out: Path, phase: str, spec) -> tuple[list[dict], list[dict], dict[str, list[dict]]]:
+    """(trials rows, epochs rows, {table in ROW_LISTS: its rows}) of one phase's trial folders."""
+    trials, epochs, listed = [], [], {table: [] for table in ROW_LISTS}
     phase_dir = out / phase
     if not phase_dir.is_dir():
-        return trials, epochs, layers
+        return trials, epochs, listed
     better = max if spec.mode == "max" else min
     saved = tune_trials(phase_dir)
     statuses = {trial_id: state["status"] for trial_id, state in saved.items()}
@@ -162,23 +171,32 @@ def collect_phase(out: Path, phase: str, spec) -> tuple[list[dict], list[dict], 
             "path": str(trial_dir.relative_to(out)), **trial_cost(results, spec),
         })
         for r in results:
-            scalars = {k: v for k, v in r.items() if k != GRADFLOW_KEY and not isinstance(v, (dict, list))}
+            scalars = {k: v for k, v in r.items()
+                       if k not in ROW_LISTS.values() and not isinstance(v, (dict, list))}
             epochs.append({**base, **{k: scalars.get(k) for k in scalars
                                       if k not in DROPPED_RAY_KEYS}})
-            for row in r.get(GRADFLOW_KEY) or []:
-                layers.append({**base, "epoch": r["epoch"], **row})
-    return trials, epochs, layers
+            for table, key in ROW_LISTS.items():
+                listed[table] += [{**base, "epoch": r["epoch"], **row} for row in r.get(key) or []]
+    return trials, epochs, listed
+
+
+def row_frame(rows: list[dict], stats: tuple[str, ...]) -> pd.DataFrame:
+    """The rows of a per-layer / per-block table, its statistics as floats: a statistic that is None
+    in every row (residual_var in a study without residual nets) is NaN, not an untyped column."""
+    frame = pd.DataFrame(rows)
+    return frame.astype({column: float for column in stats if column in frame})
 
 
 def write_tables(out: Path, spec) -> dict[str, pd.DataFrame]:
-    trials, epochs, layers = [], [], []
+    trials, epochs, listed = [], [], {table: [] for table in ROW_LISTS}
     for phase in Phase:
-        t, e, g = collect_phase(out, phase.value, spec)
+        t, e, rows = collect_phase(out, phase.value, spec)
         trials += t
         epochs += e
-        layers += g
+        for table in ROW_LISTS:
+            listed[table] += rows[table]
     frames = {"trials": pd.DataFrame(trials), "epochs": pd.DataFrame(epochs),
-              "gradflow": pd.DataFrame(layers)}
+              **{table: row_frame(rows, ROW_STATS[table]) for table, rows in listed.items()}}
     for name in TABLES:
         write_parquet(frames[name], table_path(out, name))
     return frames

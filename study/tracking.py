@@ -20,7 +20,7 @@ from .wandb_rules import run_id, run_name
 # (seen as "run ID ... is in use" after a driver or a node was killed). Each process starts its own.
 os.environ.pop("WANDB_SERVICE", None)
 
-TRAINING_KEYS_DROPPED_FROM_METRICS = ("grad_flow", "status")
+TRAINING_KEYS_DROPPED_FROM_METRICS = ("grad_flow", "signal_prop", "status")
 
 
 def open_run(settings: dict, config: dict, trial_id: str, tags: list[str]):
@@ -55,16 +55,17 @@ def finish_run(run, settings: dict) -> None:
 
 
 def log_epoch(run, metrics: dict) -> None:
-    """Per-epoch scalars, plus the per-layer gradient flow as a table."""
+    """Per-epoch scalars, plus the per-layer gradient flow and the per-block signal propagation
+    (in the first epoch also at initialisation, epoch 0) as tables."""
     if run is None:
         return
     import wandb
 
     row = {k: v for k, v in metrics.items() if k not in TRAINING_KEYS_DROPPED_FROM_METRICS}
-    layers = metrics.get("grad_flow") or []
-    if layers:
-        columns = list(layers[0])
-        row["grad_flow"] = wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in layers])
-        for r in layers:   # per-layer gradient norm as scalars too, for W&B line plots
-            row[f"grad_norm/{r['index']:03d}_{r['layer']}"] = r["grad_norm"]
+    for key in ("grad_flow", "signal_prop"):
+        if table := metrics.get(key) or []:
+            columns = list(table[0])
+            row[key] = wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in table])
+    for r in metrics.get("grad_flow") or []:   # per-layer gradient norm as scalars too, for line plots
+        row[f"grad_norm/{r['index']:03d}_{r['layer']}"] = r["grad_norm"]
     run.log(row, step=metrics["epoch"])

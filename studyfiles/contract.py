@@ -9,7 +9,8 @@ A study folder holds:
 - spec.yaml: the resolved spec (every default filled in), read back by `spec_data`;
 - study.json (the study's phase), optuna.db (one Optuna study per arm), driver.log;
 - search/ and confirm/: Ray Tune's experiment folders, one trial folder each;
-- trials.parquet, epochs.parquet, gradflow.parquet: the tables below, rebuilt after each phase;
+- trials.parquet, epochs.parquet, gradflow.parquet, signalprop.parquet: the tables below, rebuilt
+  after each phase (folders written before signalprop.parquet existed lack it);
 - answers.md, answers.json, report.html: the analysis.
 
     python -m pytest tests/test_layers.py tests/test_tables.py
@@ -38,7 +39,7 @@ SPEC_FILE = "spec.yaml"
 STATE_FILE = "study.json"
 OPTUNA_DB = "optuna.db"
 DRIVER_LOG = "driver.log"
-TABLES = ("trials", "epochs", "gradflow")
+TABLES = ("trials", "epochs", "gradflow", "signalprop")
 TABLE_FILES = tuple(f"{t}.parquet" for t in TABLES)
 OUTPUTS = ("answers.md", "answers.json", "report.html")
 # The study's own files, which a driver keeps in its local mirror of a study in a bucket
@@ -80,6 +81,16 @@ EPOCH_COLUMNS = (*TRIAL_KEY, "epoch", "status", *METRICS)
 # mean and max |grad|, grad and weight L2 norms, and ||w_after - w_before|| / ||w_before||.
 GRADFLOW_STATS = ("grad_mean_abs", "grad_max_abs", "grad_norm", "weight_norm", "update_ratio")
 GRADFLOW_COLUMNS = (*TRIAL_KEY, "epoch", "layer", "index", *GRADFLOW_STATS)
+
+# signalprop.parquet: one row per trial, epoch and block (`index` 0 the first in forward order:
+# ResNet BasicBlocks, VGG conv units, MLP hidden layers; `block` its module name), measured on one
+# fixed probe batch in training mode (trainables/signalprop.py, after Brock et al. 2021); epoch 0 is
+# at initialisation, epoch k after the k-th epoch. Statistics of the block's output (channel
+# statistics over batch and space, then averaged over channels; units: squared activations):
+# avg_sq_mean the mean squared channel mean, avg_var the mean channel variance; residual_var the
+# mean channel variance of a residual block's branch before the skip is added (NaN elsewhere).
+SIGNALPROP_STATS = ("avg_sq_mean", "avg_var", "residual_var")
+SIGNALPROP_COLUMNS = (*TRIAL_KEY, "epoch", "block", "index", *SIGNALPROP_STATS)
 
 
 def table_path(folder: str | Path, table: str) -> Path:

@@ -28,7 +28,7 @@ from wandb_files import wandb_records
 
 REPO = Path(__file__).resolve().parents[1]
 FIGURES = ("learning_curves", "depth_effect", "gradflow_heatmaps", "attenuation_curves",
-           "generalisation_gap", "search_curves", "importance_bars", "cost_pareto")
+           "generalisation_gap", "search_curves", "importance_bars", "cost_pareto", "signal_propagation")
 SECTIONS = ("ranking", "depth", "why", "convergence", "search")
 
 

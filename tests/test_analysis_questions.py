@@ -274,11 +274,12 @@ def test_compute_runs_each_question_once(monkeypatch):
         monkeypatch.setattr(q, name, lambda *a, _real=real, _name=name, **k: (
             calls.__setitem__(_name, calls[_name] + 1), _real(*a, **k))[1])
     spec = SimpleNamespace(metric="val_acc", mode="max", epochs=4)
-    tables = SimpleNamespace(spec=spec, trials=trials, epochs=epochs, gradflow=flow, space=SPACE,
-                             arms=sorted(set(trials["arm"])))
+    tables = SimpleNamespace(spec=spec, trials=trials, epochs=epochs, gradflow=flow, signalprop=E,
+                             space=SPACE, arms=sorted(set(trials["arm"])))
     answers, figs, frames = analysis.compute(tables)
     assert calls == {"importances": 1, "ranking": 1}
-    assert set(frames) == {"ranking", "importances", "generalisation_gap", "gradient_profile", "cost"}
+    assert set(frames) == {"ranking", "importances", "generalisation_gap", "gradient_profile", "cost",
+                           "signal_profile"}
     assert set(frames["gradient_profile"]["arm"]) == {"plain56", "resnet56"} and answers["text"]
 
 

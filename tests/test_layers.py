@@ -92,7 +92,7 @@ def test_the_tables_hold_the_contracts_columns(tiny):
     frames = {t: pd.read_parquet(contract.table_path(tiny.out, t)) for t in contract.TABLES}
     space = [f"param_{p}" for p in read_spec(tiny.out / contract.SPEC_FILE).space]
     expected = {"trials": [*contract.TRIAL_COLUMNS, *space], "epochs": contract.EPOCH_COLUMNS,
-                "gradflow": contract.GRADFLOW_COLUMNS}
+                "gradflow": contract.GRADFLOW_COLUMNS, "signalprop": contract.SIGNALPROP_COLUMNS}
     for table, columns in expected.items():
         assert set(columns) <= set(frames[table].columns), (table, set(columns) - set(frames[table].columns))
     assert set(frames["trials"]["status"]) <= {s.value for s in contract.Status}

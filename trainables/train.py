@@ -22,6 +22,7 @@ from .cost import model_cost
 from .data import Data, augment_batch
 from .gradflow import GradFlow, probe_steps, weights_in_forward_order
 from .models import build_model, init_weights
+from .signalprop import PROBE_SAMPLES, SignalProp
 
 EVAL_BATCH = 1024   # samples per evaluation step: large, since no activations are kept
 
@@ -89,6 +90,9 @@ class Trainer:
         self.gradflow = (GradFlow(weights_in_forward_order(self.model, self._prep(self.data.train.x[:1])))
                          if opts.grad_flow else None)
         self.probes = probe_steps(self.steps_per_epoch, opts.grad_flow_batches)
+        # signal propagation rides on grad_flow: the same diagnostics switch (trainables/signalprop.py)
+        self.signalprop = (SignalProp(self.model, self._prep(self.data.train.x[:PROBE_SAMPLES]))
+                           if opts.grad_flow else None)
         self.epoch = 0   # epochs completed
 
     def _prep(self, x: torch.Tensor) -> torch.Tensor:
@@ -165,7 +169,10 @@ class Trainer:
     def run(self, test: bool = False) -> Iterator[dict]:
         """Train the remaining epochs, yielding each epoch's metrics. Stops early with status
         'diverged' when the training loss is not finite; the last epoch has status 'completed'
-        (and test metrics when `test`)."""
+        (and test metrics when `test`). With grad_flow on, `signal_prop` holds the per-block rows
+        after the epoch, preceded in the first epoch by those at initialisation (epoch 0)."""
+        signal_at_init = (self.signalprop.measure(0) if self.signalprop is not None and self.epoch == 0
+                          else [])
         while self.epoch < self.opts.epochs:
             start = time.perf_counter()
             metrics = self.train_epoch()
@@ -176,6 +183,9 @@ class Trainer:
             if self.gradflow is not None:
                 metrics["grad_flow"], summary = self.gradflow.epoch_summary()
                 metrics.update(summary)
+            if self.signalprop is not None:
+                metrics["signal_prop"] = signal_at_init + self.signalprop.measure(self.epoch)
+                signal_at_init = []
             done = diverged or self.epoch == self.opts.epochs
             if done and test and not diverged:
                 metrics.update(self.evaluate("test"))
