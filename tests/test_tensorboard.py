@@ -4,6 +4,8 @@
 
 - a trial restarted from a checkpoint writes the epochs after it again, into a second file; each
   epoch shows once, with its latest values (no Ray: two writers on one folder);
+- a trial whose worker Tune loses and restarts from its checkpoint: each epoch once, with the values
+  of its last report (as result.json's tables keep them);
 - the session's tiny study (conftest `tiny`): every trial folder holds, per epoch, every number
   it reported and each layer's gradient norm, and its hyperparameters for the HParams plugin;
 - `tensorboard --logdir <study>` (the real server, on 127.0.0.1) serves one run per trial and the
@@ -13,12 +15,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+from ray import tune
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 from tensorboard.plugins.hparams import metadata
@@ -26,7 +31,10 @@ from tensorboard.plugins.hparams import metadata
 from conftest import free_port, start_server, stop_server
 from studies import TINY_ARMS
 from study import tables
-from study.tensorboard_log import TrialEvents, domain, hp
+from study.spec_file import parse_spec
+from study.tensorboard_log import TensorBoardLog, TrialEvents, domain, hp
+from study.trainable import Trial
+from trainables.data import load_data
 
 # Tune's report fields that are not charted (bookkeeping; depth is the model's, an hparam-like fact)
 NOT_CHARTED = {"training_iteration", "iterations_since_restore", "time_since_restore", "timestamp",
@@ -47,6 +55,12 @@ def series(acc, tag: str) -> list[tuple[int, float]]:
     return [(s.step, s.value) for s in acc.Scalars(tag)]
 
 
+def written(folder: Path, tag: str) -> list[int]:
+    """The steps of `tag` as the folder's event files hold them, file after file (no purging)."""
+    return [e.step for f in sorted(folder.glob("events.out.tfevents.*"))
+            for e in EventFileLoader(str(f)).Load() if any(v.tag == tag for v in e.summary.value)]
+
+
 def same(a: float, b: float) -> bool:
     """Equal as TensorBoard stores scalars (float32), NaN equal to NaN."""
     return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-30)
@@ -65,10 +79,8 @@ def test_a_restarted_trial_shows_each_epoch_once_with_its_latest_values(tmp_path
     for epoch in (2, 3, 4):
         second.log(epoch, {"val_acc": 0.5 + epoch / 10})
     second.close()
-    files = sorted(tmp_path.iterdir())
-    written = [e.step for f in files for e in EventFileLoader(str(f)).Load() if e.summary.value
-               and e.summary.value[0].tag == "val_acc"]
-    assert len(files) == 2 and written == [1, 2, 3, 2, 3, 4]   # epochs 2 and 3 are there twice
+    assert len(list(tmp_path.iterdir())) == 2
+    assert written(tmp_path, "val_acc") == [1, 2, 3, 2, 3, 4]   # epochs 2 and 3 are there twice
     shown = series(accumulator(tmp_path), "val_acc")
     assert [step for step, _ in shown] == [1, 2, 3, 4]
     assert all(same(value, expected) for (_, value), expected in zip(shown, [0.1, 0.7, 0.8, 0.9]))
@@ -81,6 +93,50 @@ def test_searched_options_have_their_spec_domain():
     assert domain("choice", [16, 32.5]).values == [16.0, 32.5]
     assert domain("choice", ["sgd", "adam"]).values == ["adam", "sgd"]
     assert domain("choice", [1, "a"]) is None   # one type per domain: this option has none
+
+
+# ---- a trial that Tune restarts -----------------------------------------------------------------------
+class KillAtEpoch3(tune.Callback):
+    """SIGKILLs the trial's worker once, when it reports epoch 3: Tune usually has no checkpoint of
+    epoch 3 yet, so the restart runs epoch 3 again (or else goes on from it)."""
+
+    def __init__(self):
+        self.pid = None
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if result["epoch"] == 3 and self.pid is None:
+            self.pid = result["pid"]
+            os.kill(self.pid, signal.SIGKILL)
+
+
+def test_a_trial_that_tune_restarts_shows_each_epoch_once(ray_local, study_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")   # as study/runner.py: not Ray's own
+    spec = parse_spec("name: r\narms: [{model: mlp, hidden: [16]}]\nseeds: [0]\n"
+                      "search: {space: {lr: {loguniform: [0.001, 0.3]}}}\n")
+    killer = KillAtEpoch3()
+    data = load_data("mnist-5k").subset(train=200, val=50, test=50)
+    trainable = tune.with_resources(
+        tune.with_parameters(Trial, data=data, wandb_settings={"mode": "disabled"}), {"cpu": 1})
+    config = {"model": "mlp", "hidden": [16], "epochs": 4, "lr": 0.05, "batch_size": 32,
+              "seed": 0, "phase": "search", "arm": spec.arm_names[0]}
+    tuner = tune.Tuner(trainable, param_space=config,
+                       tune_config=tune.TuneConfig(trial_dirname_creator=lambda t: "only"),
+                       run_config=tune.RunConfig(
+                           name="restart", storage_path=str(tmp_path), verbose=0,
+                           failure_config=tune.FailureConfig(max_failures=1),
+                           callbacks=[TensorBoardLog(spec, [0, 1]), tables.ResultLog(), killer]))
+    assert not tuner.fit().errors and killer.pid is not None
+    folder = tmp_path / "restart" / "only"
+    assert len(list(folder.glob("events.out.tfevents.*"))) == 2   # one file per start of the trial
+    assert written(folder, "val_acc") in ([1, 2, 3, 3, 4], [1, 2, 3, 4])   # usually 3 twice
+    reports, acc = tables.read_results(folder), accumulator(folder)
+    # time_total_s differs between two runs of an epoch: it tells which report is shown
+    first_layer = min(t for t in acc.Tags()["scalars"] if t.startswith("grad_norm/"))
+    for key in ("val_acc", "train_loss", "time_total_s", first_layer):
+        shown = series(acc, key)
+        assert [step for step, _ in shown] == [1, 2, 3, 4], key
+        if not key.startswith("grad_norm/"):
+            assert all(same(value, r[key]) for (_, value), r in zip(shown, reports)), key
 
 
 # ---- the tiny study ----------------------------------------------------------------------------------
