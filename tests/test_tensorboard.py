@@ -211,11 +211,13 @@ def board(tiny, tmp_path):
         server = start_server([str(Path(sys.executable).with_name("tensorboard")), "--logdir",
                                str(tiny.out), "--host", "127.0.0.1", "--port", str(port)],
                               f"{url}/data/runs", "tensorboard", log=log)
-    deadline = time.monotonic() + 60
-    while len(ask(f"{url}/data/runs")) < len(tiny.trials) and time.monotonic() < deadline:
-        time.sleep(0.5)   # it loads the folder in the background
-    yield url
-    stop_server(server)
+    try:
+        deadline = time.monotonic() + 60
+        while len(ask(f"{url}/data/runs")) < len(tiny.trials) and time.monotonic() < deadline:
+            time.sleep(0.5)   # it loads the folder in the background
+        yield url
+    finally:
+        stop_server(server)
 
 
 def test_tensorboard_serves_one_run_per_trial_and_the_hparams_table(tiny, board):
