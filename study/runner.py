@@ -42,12 +42,13 @@ from .asha import PerArmASHA
 from .search import ArmSearch, FixedConfigs, pruned_epochs, study_name
 from .spec import StudySpec
 from .spec_file import dump_spec, load_spec, resolved, spec_hash
+from .tensorboard_log import TensorBoardLog
 from .trainable import Trial
 
 PHASES = tuple(phase.value for phase in Phase)   # in the order they run
 os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")   # diverged epochs carry no val metric
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")   # we add JSON + CSV, not TensorBoard
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")   # we add JSON, CSV and TensorBoard
 # Tune forces an experiment snapshot every num_to_keep checkpoints of a trial; they are small here.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
@@ -158,6 +159,7 @@ class Study:
             checkpoint_config=tune.CheckpointConfig(num_to_keep=3),
             failure_config=tune.FailureConfig(max_failures=self.spec.failure.max_retries),
             callbacks=[ProgressCallback(phase, self.spec), tables.ResultLog(), tables.ProgressLog(),
+                       TensorBoardLog(self.spec, [*self.spec.seeds, search_seed(self.spec)]),
                        logs.TrialErrorLines(phase, self.store),
                        UploadCallback(self.store, "optuna.db", "study.json"),
                        recovery.ForgetGoneCheckpoints(), *self.callbacks])

@@ -7,7 +7,8 @@ fake-gcs-server (reached through the gs:// URI's own options).
 For each, a small study runs its search phase with `storage: s3://...` or `gs://...`; then the
 driver's machine is "lost" (its local mirror deleted), and `archstudy resume <URI>` finishes the
 study from the bucket alone: nothing re-runs, and the bucket ends up holding everything a local
-study folder holds. Also: unwritable or full local storage is refused before anything runs.
+study folder holds, TensorBoard's events included. Also: unwritable or full local storage is
+refused before anything runs.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pyarrow.fs as pafs
 import pytest
+from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
 
 from studies import BUCKET, spec_text
 from study import runner
@@ -92,6 +94,24 @@ def test_the_bucket_holds_the_whole_study(bucketed, bucket):
     # the bucket's tables are the mirror's
     with bucket.fs.open_input_file(f"{bucket.path}/bucketed/trials.parquet") as f:
         assert pd.read_parquet(f).trial_id.tolist() == trials.trial_id.tolist()
+
+
+def test_tensorboard_reads_every_trial_from_the_bucket(bucketed, bucket, tmp_path):
+    """Each trial's TensorBoard events reach the bucket, the first driver's (search) and the resumed
+    one's (confirm). TensorBoard reads an s3:// study in place (through boto3, which study_env
+    points at moto); the gs:// one is read from a copy (TensorBoard's gs:// needs Google's login)."""
+    study, _, _ = bucketed
+    trials = pd.read_parquet(study.out / "trials.parquet")
+    if bucket.storage.startswith("s3://"):
+        root = f"s3://{bucket.path}/bucketed"
+    else:
+        root = str(tmp_path / "bucketed")
+        pafs.copy_files(f"{bucket.path}/bucketed", root, source_filesystem=bucket.fs)
+    runs = EventMultiplexer().AddRunsFromDirectory(root)
+    runs.Reload()
+    assert sorted(runs.Runs()) == sorted(trials.path)
+    for row in trials.itertuples():
+        assert [e.step for e in runs.Tensors(row.path, "val_acc")] == list(range(1, row.epochs_run + 1))
 
 
 def test_a_second_study_with_the_same_name_is_refused(bucketed, bucket, capsys, tmp_path):
