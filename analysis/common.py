@@ -12,7 +12,7 @@ import re
 import numpy as np
 import pandas as pd
 
-DEFAULTS = {"batchnorm": True, "width": float("nan"), "family": "", "line": "", "depth": float("nan"),
+FILL_VALUES = {"batchnorm": True, "width": float("nan"), "family": "", "line": "", "depth": float("nan"),
             "model": "", "seed": float("nan"), "study": ""}
 # The training loss and accuracy are averaged over the epoch's batches while the weights still move
 # (trainables/train.py), not evaluated after the epoch like the validation ones: say so in the texts.
@@ -22,12 +22,12 @@ TRAIN_LOSS = "training loss (running average over the epoch)"
 def rows(frame: pd.DataFrame | None, phase: str | None = None, status: str | None = None,
          need: tuple = ()) -> pd.DataFrame:
     """A copy of `frame` restricted to `phase` and `status` (when given), with every column in
-    `need` present (missing ones filled with DEFAULTS or NaN). Works on empty or column-less frames."""
+    `need` present (missing ones filled with FILL_VALUES or NaN). Works on empty or column-less frames."""
     frame = pd.DataFrame() if frame is None else frame
     out = frame.copy()
     for col in ("phase", "status", "arm", *need):
         if col not in out:
-            out[col] = DEFAULTS.get(col, float("nan"))
+            out[col] = FILL_VALUES.get(col, float("nan"))
     if phase is not None:
         out = out[out["phase"] == phase]
     if status is not None:

@@ -24,7 +24,7 @@ from .common import confirmed, line_name, with_series
 from .convergence import completed_epochs
 from .cost import shown_costs
 from .stats import mean_ci
-from .gradflow import completed_keys
+from .attenuation import completed_keys
 
 PALETTE = qualitative.Plotly + qualitative.D3 + qualitative.Dark24
 LAYOUT = dict(template="plotly_white", font=dict(size=12), legend=dict(title="arm"),

@@ -14,7 +14,7 @@ Tests: .venv/bin/python -m pytest tests/test_analysis_headline.py
 from __future__ import annotations
 
 from .common import ci, line_name, num, sci
-from .gradflow import VANISHING_RATIO
+from .attenuation import VANISHING_RATIO
 
 DEPTH_COLUMN = "final_train_loss"   # He et al.'s degradation is about training error
 

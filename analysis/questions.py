@@ -14,8 +14,8 @@
 4. convergence: how fast, and how far apart train and val? generalisation_gap, final_gap,
                                                          epochs_to_fraction (convergence.py)
 5. search: what was found, what mattered, what it cost?   best_configs, asha_savings, importances,
-                                                         costs (search.py)
-   (gradient_profile and attenuation live in gradflow.py)
+                                                         costs (importance.py)
+   (gradient_profile and attenuation live in attenuation.py)
 
 This module re-exports those functions and adds results(), which runs them all: numbers, verdict
 codes and flags, section by section. answers() hands those to analysis.sentences, the one module
@@ -34,7 +34,7 @@ from .common import jsonable, left_out, records, rows, unconfirmed_arms
 from .convergence import epochs_to_fraction, final_gap, generalisation_gap
 from .depth import degradation_gap, depth_trend, matched_pairs
 from .ranking import pairwise, ranking
-from .search import MIN_TRIALS_FOR_IMPORTANCE, asha_savings, best_configs, costs, importances
+from .importance import MIN_TRIALS_FOR_IMPORTANCE, asha_savings, best_configs, costs, importances
 from .why import attenuation, diagnose, gradient_profile
 
 __all__ = ["answers", "answers_with_frames", "results", "ranking", "pairwise", "depth_trend",

@@ -20,7 +20,7 @@ import pandas as pd
 from .budget import CHANCE_MARGIN
 from .common import (TRAIN_LOSS, ci, left_out_text, line_name, num, pval, test_column,
                      unconfirmed_text)
-from .search import MIN_TRIALS_FOR_IMPORTANCE
+from .importance import MIN_TRIALS_FOR_IMPORTANCE
 from .sentences_why import batchnorm, degradation, why
 
 
@@ -234,7 +234,7 @@ def _reach(r) -> str:
 # ---- 5. search -------------------------------------------------------------------------------------
 def search(found: dict, metric: str) -> list[str]:
     """The search section of questions.results(): best_configs, asha_savings, importances and
-    costs (search.py), and whether a search space was given (space)."""
+    costs (importance.py), and whether a search space was given (space)."""
     best, savings, imp, cost = (found[k] for k in ("best_configs", "asha_savings", "importances", "costs"))
     if best.empty:
         text = ["No search trials."]

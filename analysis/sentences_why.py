@@ -6,7 +6,7 @@ Tests: .venv/bin/python -m pytest tests/test_analysis_questions.py
 from __future__ import annotations
 
 from .common import TRAIN_LOSS, ci, left_out_text, num, pval, sci
-from .gradflow import EXPLODING_RATIO, VANISHING_RATIO
+from .attenuation import EXPLODING_RATIO, VANISHING_RATIO
 from .why import TRAIN_LOSS_MARGIN
 
 

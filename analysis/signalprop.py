@@ -9,7 +9,7 @@ changes from the first block to the last, per arm, at initialisation and after t
 `signalprop` is the per-block table (studyfiles/contract.py SIGNALPROP_COLUMNS: one row per trial,
 epoch and block; `index` 0 is the first block; epoch 0 is at initialisation). It may be empty: when
 gradient flow was off, or in a folder written before the table existed. Given `trials`, only the
-trials that completed count (as in gradflow.py).
+trials that completed count (as in attenuation.py).
 
 Brock et al.'s reading: in a residual net without normalisation the variance doubles block after
 block (He init: each branch adds as much variance as it receives), in one with BatchNorm it grows
@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .common import num, records, rows
-from .gradflow import completed_keys
+from .attenuation import completed_keys
 
 # The variance "explodes" across the net when avg_var at the last block is above EXPLODING_GROWTH
 # times that at the first block, at more than PER_BLOCK_GROWTH times per block on average (geometric

@@ -1,8 +1,8 @@
 """Why does a deeper plain net do worse: vanishing gradients, an optimisation difficulty, or a
 generalisation gap? (He et al. 2016 argue: optimisation, with healthy gradient norms under BN.)
 
-    gradient_profile(gradflow, trials=trials)   # (gradflow.py) arm x epoch x layer gradient norms
-    attenuation(gradflow, trials=trials)        # (gradflow.py) first/last-layer ratio per arm
+    gradient_profile(gradflow, trials=trials)   # (attenuation.py) arm x epoch x layer gradient norms
+    attenuation(gradflow, trials=trials)        # (attenuation.py) first/last-layer ratio per arm
     diagnose(trials, gradflow, "val_acc", "max")   # per degraded plain arm: where, and why
 
 `trials` is the per-trial table, `gradflow` the per-layer one (may be empty when gradient flow was
@@ -16,7 +16,7 @@ from __future__ import annotations
 import pandas as pd
 
 from .common import confirmed, left_out, rows, with_series
-from .gradflow import (ATTENUATION_COLUMNS, EXPLODING_RATIO, PROFILE_COLUMNS, VANISHING_RATIO,
+from .attenuation import (ATTENUATION_COLUMNS, EXPLODING_RATIO, PROFILE_COLUMNS, VANISHING_RATIO,
                        attenuation, completed_keys, gradient_profile)
 from .ranking import verdict as welch_verdict
 from .stats import NAN, welch

@@ -77,11 +77,14 @@ def finish(study) -> int:
                   f"upload them with wandb sync {study.out}/wandb/offline-run-*")
         else:
             print(f"W&B offline runs: wandb sync {study.out}/wandb/offline-run-*")
-    # an arm whose every search trial diverged is a result; one left out for any other reason
-    # (no search trial completed: pruned against a trial that diverged later) is a missing answer
-    search = trials[trials.phase == "search"]
+    # an arm whose every search trial diverged, or whose every confirmation run diverged with its
+    # best searched configuration, is a result (it does not train at these settings); one left out
+    # for any other reason (no search trial completed: pruned against a trial that diverged later;
+    # failed runs) is a missing answer
+    def all_diverged(phase: str, arm: str) -> bool:
+        return set(trials.loc[(trials.phase == phase) & (trials.arm == arm), "status"]) == {"diverged"}
     missing = [arm for arm in unconfirmed
-               if set(search.loc[search.arm == arm, "status"]) != {"diverged"}]
+               if not (all_diverged("search", arm) or all_diverged("confirm", arm))]
     if missing:
         print(f"error: no answer for arm{'s' * (len(missing) > 1)} {', '.join(missing)}: "
               f"{unconfirmed[missing[0]]}; raise search.trials_per_arm or change search.space "

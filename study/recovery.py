@@ -86,7 +86,7 @@ def write(fs, path: str, text: str) -> None:
 
 class ForgetGoneCheckpoints(tune.Callback):
     """On `resume`, the checkpoints that Tune's saved state lists for a trial can be gone (see
-    Trial.restore). Tune deletes the oldest it lists when a trial registers a newer one; a gone one
+    EpochTrainable.restore). Tune deletes the oldest it lists when a trial registers a newer one; a gone one
     makes that fail with a traceback ("Error handling checkpoint") and skips the rest of Tune's
     bookkeeping for that checkpoint. Tune calls this just before it registers a checkpoint: the
     first time for each trial in this driver, the gone ones leave Tune's list."""

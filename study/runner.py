@@ -43,7 +43,7 @@ from .search import ArmSearch, FixedConfigs, pruned_epochs, study_name
 from .spec import StudySpec
 from .spec_file import dump_spec, load_spec, resolved, spec_hash
 from .tensorboard_log import TensorBoardLog
-from .trainable import Trial
+from .trainable import EpochTrainable
 
 PHASES = tuple(phase.value for phase in Phase)   # in the order they run
 os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")   # diverged epochs carry no val metric
@@ -148,14 +148,14 @@ class Study:
 
     def trainable(self, data, pruned: dict | None = None):
         res = {"cpu": self.spec.resources.cpu, "gpu": self.spec.resources.gpu}
-        fn = tune.with_parameters(Trial, data=data, wandb_settings=self.wandb_settings(),
+        fn = tune.with_parameters(EpochTrainable, data=data, wandb_settings=self.wandb_settings(),
                                   pruned=pruned or {})
         return tune.with_resources(fn, res)
 
     def run_config(self, phase: str) -> tune.RunConfig:
         return tune.RunConfig(
             name=phase, storage_path=self.store.ray_path, verbose=0,
-            # a saved state may name a checkpoint deleted since: Trial.restore takes an older one
+            # a saved state may name a checkpoint deleted since: EpochTrainable.restore takes an older one
             checkpoint_config=tune.CheckpointConfig(num_to_keep=3),
             failure_config=tune.FailureConfig(max_failures=self.spec.failure.max_retries),
             callbacks=[ProgressCallback(phase, self.spec), tables.ResultLog(), tables.ProgressLog(),

@@ -26,6 +26,7 @@ import torch
 from ray import tune
 from ray.tune.utils.util import SafeFallbackEncoder
 
+from studyfiles.files import first_line
 from trainables.config import training_options
 from trainables.train import Trainer
 
@@ -62,12 +63,7 @@ def exists(checkpoint: tune.Checkpoint) -> bool:
     return checkpoint.filesystem.get_file_info(checkpoint.path).type != pafs.FileType.NotFound
 
 
-def first_line(error: Exception) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0][:200] if lines else ""
-
-
-class Trial(tune.Trainable):
+class EpochTrainable(tune.Trainable):
     def setup(self, config: dict, data=None, wandb_settings: dict | None = None,
               pruned: dict | None = None):
         self.data, self.wandb_settings = data, wandb_settings or {"mode": "disabled"}
@@ -170,7 +166,7 @@ class Trial(tune.Trainable):
                 self.last = state["last"]
                 self.history = list(state.get("history", []))
             except Exception as e:   # a damaged file raises anything from EOFError to IndexError
-                failures.append(f"{name}: {type(e).__name__}: {first_line(e)}")
+                failures.append(f"{name}: {type(e).__name__}: {first_line(e, 200)}")
                 continue
             restored = name
             break

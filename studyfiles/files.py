@@ -32,5 +32,5 @@ def write_parquet(frame, path: Path) -> None:
 def first_line(error: BaseException | str, limit: int = 160) -> str:
     """The first line of an error's message (or of a text), at most `limit` characters: libraries
     such as pyarrow and Ray raise multi-line messages that would break a one-line error."""
-    lines = str(error).splitlines()
+    lines = str(error).strip().splitlines()
     return lines[0][:limit] if lines else ""

@@ -15,7 +15,7 @@ import pytest
 import analysis
 from analysis import figures, io, sentences
 from analysis import questions as q
-from analysis.search import to_distribution
+from analysis.importance import to_distribution
 from test_analysis_stats import depth_study, epochs_frame, gradflow_frame, search_frame, trial
 
 E = pd.DataFrame()

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainables.data import (DATASETS, STATS, Data, DatasetUnavailable, augment_batch, default_root,
+from trainables.data import (DATASETS, NORMALISATION, Data, DatasetUnavailable, augment_batch, default_root,
                              load_data, stratified_split)
 
 N_TRAIN, N_TEST = 600, 100  # fake training/test set sizes; validation = 1/12 (MNIST), 1/10 (CIFAR)
@@ -82,7 +82,7 @@ def load(name, root, **kw):
 
 
 def unnormalise(data: Data, split) -> torch.Tensor:
-    mean, std = (torch.tensor(s).view(-1, 1, 1) for s in STATS[data.name])
+    mean, std = (torch.tensor(s).view(-1, 1, 1) for s in NORMALISATION[data.name])
     return split.x * std + mean
 
 

@@ -173,7 +173,8 @@ def test_wandb_search_runs_hold_the_full_history(tiny):
 def test_run_exits_1_when_an_arm_is_left_without_an_answer(tiny, tmp_path, capsys):
     """An arm with no completed search trial that did not simply diverge (here: its search trials
     made pruned, its confirmation runs removed) is a missing answer: run's last step says so and
-    exits 1; an arm whose every search trial diverged is a result (exit 0)."""
+    exits 1; an arm whose every search trial diverged, or whose every confirmation run diverged,
+    is a result (exit 0)."""
     from study.cli import finish
     out = tmp_path / "tiny"
     shutil.copytree(tiny.out, out)
@@ -186,3 +187,10 @@ def test_run_exits_1_when_an_arm_is_left_without_an_answer(tiny, tmp_path, capsy
         assert finish(runner.reopen(out)) == code
         err = capsys.readouterr().err
         assert (f"error: no answer for arm {arm}: no completed search trial (pruned 3)" in err) == (code == 1)
+    # every confirmation run diverged at the arm's best searched configuration: a result too
+    confirm = pd.read_parquet(tiny.out / "trials.parquet")
+    confirm = confirm[(confirm.phase == "confirm") & (confirm.arm == arm)].assign(status="diverged")
+    trials.loc[(trials.phase == "search") & (trials.arm == arm), "status"] = "completed"
+    pd.concat([trials, confirm]).to_parquet(out / "trials.parquet", index=False)
+    assert finish(runner.reopen(out)) == 0
+    assert f"{arm:<18} no result: its confirmation runs diverged 2" in capsys.readouterr().out

@@ -37,12 +37,12 @@ DATASETS = ("mnist", "fashion-mnist", "cifar10", "mnist-5k")
 # Per-channel mean/std of the training images scaled to [0, 1]. MNIST: the PyTorch examples' values;
 # Fashion-MNIST and CIFAR-10: over all training pixels (not the often-copied CIFAR std
 # (0.2023, 0.1994, 0.2010), which is computed differently).
-STATS = {
+NORMALISATION = {
     "mnist": ((0.1307,), (0.3081,)),
     "fashion-mnist": ((0.2860,), (0.3530,)),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
 }
-STATS["mnist-5k"] = STATS["mnist"]  # a sample of MNIST, so MNIST's statistics
+NORMALISATION["mnist-5k"] = NORMALISATION["mnist"]  # a sample of MNIST, so MNIST's statistics
 TORCHVISION = {
     "mnist": torchvision.datasets.MNIST,
     "fashion-mnist": torchvision.datasets.FashionMNIST,
@@ -123,7 +123,7 @@ def load_data(name: str, root: str | os.PathLike | None = None, *, split_seed: i
         n_val = round(len(labels) * VAL_FRACTION[name])  # exactly 5,000 on the standard sets
         train_idx, val_idx = stratified_split(labels, (len(labels) - n_val, n_val), split_seed)
         splits = [(images, labels, train_idx), (images, labels, val_idx), (*test, None)]
-    mean, std = STATS[name]
+    mean, std = NORMALISATION[name]
     train, val, test = (_to_split(x, y, idx, mean, std) for x, y, idx in splits)
     return Data(name, train, val, test, num_classes=10, in_channels=len(mean),
                 image_size=train.x.shape[-1], augment=name == "cifar10")
