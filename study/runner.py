@@ -84,8 +84,7 @@ def start_ray(address: str | None) -> None:
         connect(address)   # probes the address first: Ray's own retries take ~14 minutes
     else:
         # Ray turns token authentication on for a new local cluster (unless RAY_AUTH_MODE says
-        # otherwise) and says so in a warning each time; the default is what we want, so mute it
-        # (by its logger's name: Ray has no option to silence it).
+        # otherwise) and says so in a warning each time; the default is what we want, so mute it.
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         keep_ray_on_loopback()
         ray.init(_node_ip_address="127.0.0.1", include_dashboard=False, logging_level="WARNING",
