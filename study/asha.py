@@ -6,7 +6,7 @@ from __future__ import annotations
 import optuna
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
-from .search import RAY_TRIAL_ID, PickledState, last_epochs, storage_of, study_name
+from .search import RAY_TRIAL_ID, PickledState, last_epochs, study_name
 
 
 class PerArmASHA(PickledState, FIFOScheduler):
@@ -16,7 +16,7 @@ class PerArmASHA(PickledState, FIFOScheduler):
     On `resume`, decisions the killed driver already made stand: a trial that Optuna records at
     epoch N had been let past every rung before N, so ASHA may not stop it before N now (the
     replayed results can reach ASHA in another order than before). PRUNED trials stop themselves
-    at their epoch (pruned_epochs, study/trainable.py)."""
+    at their epoch (pruned_epochs, study/trainable.py). `storage_url` is the driver's optuna.db."""
 
     def __init__(self, max_t: int, grace_period: int, reduction_factor: float, metric: str, mode: str,
                  storage_url: str | None = None, study: str = "", arms=()):
@@ -27,12 +27,16 @@ class PerArmASHA(PickledState, FIFOScheduler):
         self.by_arm: dict[str, ASHAScheduler] = {}
         self.storage_url, self.study, self.arms = storage_url, study, list(arms)
 
+    def use_storage(self, storage_url: str) -> None:
+        """Use the optuna.db at `storage_url` from now on (ArmSearch.use_storage says why)."""
+        self.storage_url, self._floors = storage_url, None
+
     def floor(self, trial) -> int:
         """The epoch before which this trial may not be stopped (read from Optuna once per driver:
         in a fresh run it never exceeds a trial's current epoch, so it changes nothing)."""
         if getattr(self, "_floors", None) is None:
-            self._floors = (last_epochs(storage_of(self), self.study, self.arms)
-                            if storage_of(self) else {})
+            self._floors = (last_epochs(self.storage_url, self.study, self.arms)
+                            if self.storage_url else {})
         return self._floors.get(f"{trial.config['arm']}/{trial.config.get('optuna_trial')}", 0)
 
     def get_state(self) -> dict:   # the floors and seeds are the driver's, read again after a restore
@@ -58,15 +62,12 @@ class PerArmASHA(PickledState, FIFOScheduler):
         holds none yet when an arm's first trial arrives here."""
         try:
             trials = optuna.load_study(study_name=study_name(self.study, arm),
-                                       storage=storage_of(self)).trials if storage_of(self) else []
+                                       storage=self.storage_url).trials if self.storage_url else []
         except KeyError:   # the arm's study was never created
             return
         for t in trials:
-            ray_id = t.user_attrs.get(RAY_TRIAL_ID)
-            for bracket in asha._brackets:   # Ray 2.60: rungs of (epoch, {trial id: value})
-                for epoch, recorded in bracket._rungs:
-                    if ray_id and epoch in t.intermediate_values:
-                        recorded.setdefault(ray_id, asha._metric_op * t.intermediate_values[epoch])
+            if ray_id := t.user_attrs.get(RAY_TRIAL_ID):
+                record_at_rungs(asha, ray_id, t.intermediate_values)
 
     def set_search_properties(self, metric, mode, **spec) -> bool:
         return True   # metric and mode come from the spec
@@ -91,3 +92,18 @@ class PerArmASHA(PickledState, FIFOScheduler):
 
     def debug_string(self) -> str:
         return "\n".join(f"{arm}: {asha.debug_string()}" for arm, asha in self.by_arm.items())
+
+
+def record_at_rungs(asha: ASHAScheduler, trial_id: str, values: dict[int, float]) -> None:
+    """Record a trial's values (epoch -> metric) at ASHA's rungs, as ASHA itself records a reported
+    result at a rung's epoch, where the rung holds none of that trial yet.
+
+    Ray (2.60) has no public way to do this, so this reads AsyncHyperBandScheduler's private
+    attributes (_brackets: _Bracket objects whose _rungs are (epoch, {trial id: value}); _metric_op:
+    1 or -1 by mode). Its public methods record only a live trial's reports (on_trial_result,
+    on_trial_complete; one rung per report), and its save/restore pickle the same private
+    __dict__."""
+    for bracket in asha._brackets:
+        for epoch, recorded in bracket._rungs:
+            if epoch in values:
+                recorded.setdefault(trial_id, asha._metric_op * values[epoch])

@@ -143,7 +143,7 @@ def cmd_submit(args) -> int:
     from .cluster import follow_up, submit
     spec = load_spec(args.spec).with_overrides(name=args.name, storage=args.storage,
                                                wandb_mode=args.wandb_mode)
-    job_id = submit(spec, args.address, wait=False, python=args.python)
+    job_id = submit(spec, args.address, python=args.python)
     print(follow_up(spec, args.address, job_id), flush=True)   # before --wait blocks
     if args.wait:
         from .cluster import job_client, wait_for

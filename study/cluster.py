@@ -47,6 +47,8 @@ def target_of(address: str) -> tuple[str, int] | None:
     address for this machine's address); ray://HOST[:PORT] and http(s)://HOST[:PORT] are taken as is."""
     scheme = re.match(r"^([a-z]+)://", address)
     if scheme is None:
+        # Ray has no public resolver for a GCS address (`auto` is read from the file `ray start`
+        # writes, a loopback host is swapped for this machine's address): its own, private one.
         from ray._private import services
         try:
             address = services.canonicalize_bootstrap_address(address)
@@ -228,7 +230,7 @@ def job_client(address: str):
                          f"({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
 
 
-def submit(spec: StudySpec, address: str, wait: bool = False, python: str = "python") -> str:
+def submit(spec: StudySpec, address: str, python: str = "python") -> str:
     """Submit `spec` as a Ray Job at `address` (http://HEAD:8265); returns the job id. The cluster
     must have archstudy installed (cluster.yaml's setup_commands do it)."""
     client = job_client(address)
@@ -243,11 +245,6 @@ def submit(spec: StudySpec, address: str, wait: bool = False, python: str = "pyt
         except (RuntimeError, ConnectionError) as e:   # Ray's errors for a rejected request
             raise StudyError(f"--address: the Ray job server at {address!r} did not take the job "
                              f"({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
-    if wait:
-        status = wait_for(client, job_id)
-        if status != "SUCCEEDED":
-            raise StudyError(f"job {job_id} ended {status}; see `{job_command(address)} logs "
-                             f"--address {address} {job_id}`")
     return job_id
 
 

@@ -81,7 +81,9 @@ def _handle(signum, frame) -> None:
 
 def _ray_lost(within: float = 0.0) -> bool:
     """Whether a process of the local Ray instance this driver started has died (or does so
-    `within` seconds: a SIGTERM to the process group reaches Ray's processes at the same time)."""
+    `within` seconds: a SIGTERM to the process group reaches Ray's processes at the same time).
+    Ray has no public API for this (ray.nodes() and the like ask the GCS, which may be the process
+    that died, and wait on it), so this asks the driver's private Node object, which started them."""
     deadline = time.monotonic() + within
     while True:
         try:

@@ -33,8 +33,10 @@ def local_resources() -> dict[str, float]:
     """The CPUs and GPUs a local Ray instance started by this process would have, before it starts.
     CPUs: Ray's own count (ray._private.utils.get_num_cpus: os.cpu_count(), or a container's CPU
     quota where one is set; not the affinity mask, which Ray ignores: with `taskset -c 0,1` on an
-    8-core machine Ray offers 8 CPUs). It is private API, so where it is missing os.cpu_count()
-    stands in: never fewer CPUs than Ray counts, so nothing that runs is refused. GPUs:
+    8-core machine Ray offers 8 CPUs). Ray has no public API for it before it starts
+    (ray.available_resources needs a running instance; os.sched_getaffinity counts the affinity
+    mask), so this is its private function; where it is missing os.cpu_count() stands in: never
+    fewer CPUs than Ray counts, so nothing that runs is refused. GPUs:
     torch.cuda.device_count(), which honours CUDA_VISIBLE_DEVICES as Ray does. After Ray starts,
     check_local_resources checks again against what it really has."""
     try:

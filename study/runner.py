@@ -35,7 +35,7 @@ from studyfiles.files import write_atomic
 from studyfiles.storage import Store, is_uri, join, mirror_of
 from trainables.data import load_data
 
-from . import interrupt, logs, recovery, search, tables
+from . import interrupt, logs, recovery, tables
 from .folder import check_new_study, check_unchanged, read_state
 from .progress import ProgressCallback
 from .asha import PerArmASHA
@@ -64,7 +64,9 @@ def git_commit() -> str:
 def keep_ray_on_loopback() -> None:
     """Make a local Ray instance listen on 127.0.0.1 only. Ray replaces a loopback address with the
     machine's network address unless it believes it is not a cluster (its macOS/Windows mode); we
-    say so to this process (the constant is read at call time) and to the processes it starts."""
+    say so to this process (the constant is read at call time) and to the processes it starts.
+    Ray has no public switch for this: its environment variable is read once, when ray is imported
+    (before this runs), into a constant of a private module."""
     from ray._private import ray_constants
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False
@@ -218,8 +220,10 @@ class Study:
         path = self.store.phase_path(phase)
         if tune.Tuner.can_restore(path):
             pruned = pruned_epochs(self.optuna_url, self.spec.name, self.spec.arm_names)
-            return tune.Tuner.restore(path, trainable=self.trainable(data, pruned),
-                                      resume_unfinished=True, resume_errored=True)
+            tuner = tune.Tuner.restore(path, trainable=self.trainable(data, pruned),
+                                       resume_unfinished=True, resume_errored=True)
+            use_storage(tuner, self.optuna_url)
+            return tuner
         local = self.out / phase
         if local.exists() and not self.store.remote:   # killed before Tune saved any state:
             local.rename(local.with_name(f"{phase}.interrupted-{time.strftime('%Y%m%d-%H%M%S')}"))
@@ -228,7 +232,6 @@ class Study:
     def run_phase(self, phase: str, data) -> None:
         """Run (or continue) one phase; Interrupted by a stop signal, StudyError when an arm has no
         usable trial in it. Either way study.json keeps this phase as the current one."""
-        search.CURRENT_STORAGE = self.optuna_url
         try:
             if (tuner := self.tuner(phase, data)) is not None:
                 with interrupt.fitting():
@@ -236,8 +239,6 @@ class Study:
         except interrupt.Interrupted:   # nothing is concluded from a partial phase
             self.store.upload("optuna.db", "study.json", "driver.log")
             raise
-        finally:
-            search.CURRENT_STORAGE = None   # only for this study's searcher and scheduler
         if phase == "search":   # trials that ended after Tune's last saved state
             recovery.recover_lost_trials(self.store, self.spec.name, self.arm_configs(), self.optuna_url)
         for done in PHASES[:PHASES.index(phase) + 1]:   # the tables cover every phase so far
@@ -255,6 +256,24 @@ class Study:
         with interrupt.catching(), logs.to_log_file(self.out):
             while (phase := self.state().get("phase", "search")) != "done":
                 self.run_phase(phase, data)
+
+
+def use_storage(tuner: tune.Tuner, optuna_url: str) -> None:
+    """Hand this driver's optuna.db to the searcher and scheduler of a restored Tuner. Tune restores
+    them as the first driver created them (its tuner.pkl), with that driver's URL, which differs
+    when `resume` runs elsewhere (a bucket study's local mirror on another machine).
+
+    Ray (2.60) has no public way to reach a restored Tuner's TuneConfig (ray-project/ray#41364, open)
+    nor to give Tuner.restore another searcher or scheduler, so this reads Tune's private
+    attributes. With Ray Client the Tuner, and its searcher, live in a remote actor instead."""
+    local = getattr(tuner, "_local_tuner", None)
+    if local is None:
+        return
+    for plugin in (local._tune_config.search_alg, local._tune_config.scheduler):
+        while hasattr(plugin, "searcher"):   # the ConcurrencyLimiter around ArmSearch
+            plugin = plugin.searcher
+        if hasattr(plugin, "use_storage"):
+            plugin.use_storage(optuna_url)
 
 
 def study_data(spec: StudySpec):

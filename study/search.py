@@ -13,7 +13,7 @@ import pickle
 
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search import Searcher
 
 from . import interrupt
@@ -22,16 +22,6 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 RAY_TRIAL_ID = "ray_trial_id"   # an Optuna trial's user attribute: the Tune trial that runs it
 ENDED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-
-
-# The driver's optuna.db URL, set by study/runner.py. A searcher or scheduler restored from Tune's
-# saved state carries the URL of the driver that saved it, which differs when `resume` runs on
-# another machine (a bucket study's local mirror); this one wins.
-CURRENT_STORAGE: str | None = None
-
-
-def storage_of(obj) -> str | None:
-    return CURRENT_STORAGE or obj.storage_url
 
 
 def optuna_distribution(kind: str, args: list):
@@ -90,10 +80,31 @@ class PickledState:
             self.set_state(pickle.load(f))
 
 
+def attach(study: optuna.Study, frozen: FrozenTrial) -> optuna.Trial:
+    """A handle on a RUNNING trial of `study` that another driver asked for (before a restart), to
+    suggest, report and set attributes on it as that driver would have. Optuna (5.0) has no public
+    way to do this: Study.ask only creates trials and Study.tell only ends them, and an
+    optuna.Trial is made from the storage's trial id, which FrozenTrial keeps private."""
+    return optuna.Trial(study, frozen._trial_id)
+
+
+def suggest_missing(trial: optuna.Trial, space: dict) -> None:
+    """Suggest every parameter of `space` that `trial` does not hold yet (as Study.ask does)."""
+    for name, dist in space.items():
+        if name in trial.params:
+            continue
+        if isinstance(dist, FloatDistribution):
+            trial.suggest_float(name, dist.low, dist.high, log=dist.log)
+        elif isinstance(dist, IntDistribution):
+            trial.suggest_int(name, dist.low, dist.high)
+        else:
+            trial.suggest_categorical(name, dist.choices)
+
+
 class ArmSearch(PickledState, Searcher):
     """Suggests configs for every arm in turn (the arm with the fewest trials goes next) until each
     has `trials_per_arm`. `arms` maps arm name -> the arm's fixed config (model options, fixed
-    training options, epochs, seed).
+    training options, epochs, seed); `storage_url` is the driver's optuna.db.
 
     Reproducible by construction with `per_arm` 1 (the default): an arm has at most one trial
     running at a time, so every decision about an arm (Optuna's next suggestion, ASHA's cutoff at a
@@ -110,14 +121,21 @@ class ArmSearch(PickledState, Searcher):
         self.storage_url, self.study, self.arms = storage_url, study, arms
         self.space = {key: optuna_distribution(*dist) for key, dist in space.items()}
         self.trials_per_arm, self.algorithm, self.seed = trials_per_arm, algorithm, seed
-        self.assigned: dict[str, tuple[str, int]] = {}   # ray trial id -> (arm, optuna trial id)
-        self.told: set[str] = set()                        # ray trial ids already finished in Optuna
+        self.optuna_trials: dict[str, tuple[str, int]] = {}   # ray trial id -> (arm, trial number)
+        self.told: set[str] = set()                             # ray trial ids finished in Optuna
         self._studies: dict[str, optuna.Study] = {}
+        self._handles: dict[str, optuna.Trial] = {}   # ray trial id -> its running Optuna trial
+
+    def use_storage(self, storage_url: str) -> None:
+        """Use the optuna.db at `storage_url` from now on. On `resume` Tune restores this searcher
+        with the URL of the driver that created it, which differs when `resume` runs elsewhere (a
+        bucket study's local mirror on another machine): study/runner.py hands it its own."""
+        self.storage_url, self._studies, self._handles = storage_url, {}, {}
 
     def optuna_study(self, arm: str) -> optuna.Study:
         if arm not in self._studies:
             study = optuna.create_study(
-                study_name=study_name(self.study, arm), storage=storage_of(self),
+                study_name=study_name(self.study, arm), storage=self.storage_url,
                 direction="maximize" if self.mode == "max" else "minimize", load_if_exists=True)
             # Seeded, but not identical across arms; a study reopened by `resume` with trials in it
             # gets another seed, or the sampler would repeat the suggestions it made before.
@@ -128,11 +146,14 @@ class ArmSearch(PickledState, Searcher):
             self._studies[arm] = study
         return self._studies[arm]
 
+    def numbers(self, arm: str) -> set[int]:
+        return {number for a, number in self.optuna_trials.values() if a == arm}
+
     def suggest(self, trial_id: str):
         self.count_lost_trials()
         counts = {arm: 0 for arm in self.arms}
         running = {arm: 0 for arm in self.arms}
-        for ray_id, (arm, _) in self.assigned.items():
+        for ray_id, (arm, _) in self.optuna_trials.items():
             counts[arm] += 1
             running[arm] += ray_id not in self.told
         open_arms = [arm for arm in self.arms if counts[arm] < self.trials_per_arm]
@@ -142,11 +163,11 @@ class ArmSearch(PickledState, Searcher):
         if not idle:
             return None   # every open arm is busy: its next trial waits for a running one
         arm = min(idle, key=lambda a: counts[a])
-        study = self.optuna_study(arm)
-        trial = self.orphan(arm) or study.ask(self.space)
+        trial = self.orphan(arm) or self.optuna_study(arm).ask(self.space)
         # where the trial's record is on storage (<arm>_<id>), should Tune's saved state lose it
         trial.set_user_attr(RAY_TRIAL_ID, trial_id)
-        self.assigned[trial_id] = (arm, trial._trial_id)
+        self.optuna_trials[trial_id] = (arm, trial.number)
+        self._handles[trial_id] = trial
         return {**self.arms[arm], **trial.params, "arm": arm, "optuna_trial": trial.number}
 
     def count_lost_trials(self) -> None:
@@ -158,45 +179,47 @@ class ArmSearch(PickledState, Searcher):
             return
         self._counted_lost = True
         for arm in self.arms:
-            known = {optuna_id for a, optuna_id in self.assigned.values() if a == arm}
+            known = self.numbers(arm)
             for frozen in self.optuna_study(arm).get_trials(deepcopy=False, states=ENDED):
-                if frozen._trial_id not in known:
-                    ray_id = frozen.user_attrs.get(RAY_TRIAL_ID, f"optuna-{frozen._trial_id}")
-                    self.assigned[ray_id] = (arm, frozen._trial_id)
+                if frozen.number not in known:
+                    ray_id = frozen.user_attrs.get(RAY_TRIAL_ID, f"optuna-{arm}/{frozen.number}")
+                    self.optuna_trials[ray_id] = (arm, frozen.number)
                     self.told.add(ray_id)
 
     def orphan(self, arm: str) -> optuna.Trial | None:
         """An Optuna trial asked for just before the driver died, which Tune's saved state never
         knew: it is reused (same number, same params) rather than left RUNNING forever."""
-        known = {optuna_id for a, optuna_id in self.assigned.values() if a == arm}
+        known = self.numbers(arm)
         study = self.optuna_study(arm)
         for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if frozen._trial_id not in known:
-                trial = optuna.Trial(study, frozen._trial_id)
-                for name, distribution in self.space.items():   # died before Optuna stored them all
-                    if name not in trial.params:
-                        trial._suggest(name, distribution)
+            if frozen.number not in known:
+                trial = attach(study, frozen)
+                suggest_missing(trial, self.space)   # died before Optuna stored them all
                 return trial
         return None
 
-    def _trial(self, trial_id: str) -> tuple[optuna.Study, optuna.Trial]:
-        arm, optuna_id = self.assigned[trial_id]
-        study = self.optuna_study(arm)
-        return study, optuna.Trial(study, optuna_id)
+    def stored(self, trial_id: str) -> FrozenTrial:
+        """The Optuna trial that Tune's trial `trial_id` runs, as optuna.db holds it now."""
+        arm, number = self.optuna_trials[trial_id]
+        return next(t for t in self.optuna_study(arm).get_trials(deepcopy=False) if t.number == number)
+
+    def handle(self, trial_id: str) -> optuna.Trial:
+        if trial_id not in self._handles:   # asked for by the driver before a restart
+            arm, _ = self.optuna_trials[trial_id]
+            self._handles[trial_id] = attach(self.optuna_study(arm), self.stored(trial_id))
+        return self._handles[trial_id]
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in self.assigned and self.metric in result:
-            study, trial = self._trial(trial_id)
-            frozen = study._storage.get_trial(trial._trial_id)
+        if trial_id in self.optuna_trials and self.metric in result:
+            stored = self.stored(trial_id)
             step = int(result["epoch"])   # an epoch replayed after a resume is already there
-            if not frozen.state.is_finished() and step not in frozen.intermediate_values:
-                trial.report(float(result[self.metric]), step=step)
+            if not stored.state.is_finished() and step not in stored.intermediate_values:
+                self.handle(trial_id).report(float(result[self.metric]), step=step)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-        if trial_id not in self.assigned or (error and interrupt.requested()):
+        if trial_id not in self.optuna_trials or (error and interrupt.requested()):
             return   # a failure caused by a stop signal: the trial runs on after `resume`
-        study, trial = self._trial(trial_id)
-        if trial_id in self.told or study._storage.get_trial(trial._trial_id).state.is_finished():
+        if trial_id in self.told or self.stored(trial_id).state.is_finished():
             self.told.add(trial_id)   # already told before a driver restart
             return
         if result and self.metric in result:   # Tune sends a trial's last result only here
@@ -206,21 +229,44 @@ class ArmSearch(PickledState, Searcher):
         # diverged trial, which the attribute tells apart; a trial that ASHA stopped is "pruned"
         label = ("error" if error or status is None else
                  status if status in ("completed", "diverged") else "pruned")
-        study._storage.set_trial_user_attr(trial._trial_id, "status", label)
+        self.handle(trial_id).set_user_attr("status", label)
+        arm, number = self.optuna_trials[trial_id]
+        study = self.optuna_study(arm)
         if label in ("error", "diverged") or self.metric not in result:
-            study.tell(trial, state=TrialState.FAIL)
+            study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
         elif label == "completed":         # ran its full budget
-            study.tell(trial, float(result[self.metric]))
+            study.tell(number, float(result[self.metric]), skip_if_finished=True)
         else:                              # stopped early by ASHA
-            study.tell(trial, state=TrialState.PRUNED)
+            study.tell(number, state=TrialState.PRUNED, skip_if_finished=True)
         self.told.add(trial_id)
+        del self._handles[trial_id]
 
-    def get_state(self) -> dict:   # open Optuna studies are not pickled; they reopen from SQLite
-        return {k: v for k, v in self.__dict__.items() if k not in ("_studies", "_counted_lost")}
+    # Open studies and trial handles are not pickled (they reopen from SQLite), nor is the URL: the
+    # database is the driver's (use_storage).
+    UNSAVED = ("storage_url", "_studies", "_handles", "_counted_lost")
+
+    def get_state(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in self.UNSAVED}
 
     def set_state(self, state: dict) -> None:
+        state = {k: v for k, v in state.items() if k not in self.UNSAVED}
+        older = state.pop("assigned", None)
         self.__dict__.update(state)
-        self._studies = {}
+        self._studies, self._handles = {}, {}
+        if older is not None:
+            self.optuna_trials = self.renumbered(older)
+
+    def renumbered(self, older: dict[str, tuple[str, int]]) -> dict[str, tuple[str, int]]:
+        """A state saved by an older archstudy held (arm, Optuna's internal trial id) per Tune
+        trial: the same in trial numbers, through the Tune trial id that every Optuna trial holds
+        (RAY_TRIAL_ID). One without it (asked just before a driver died) is found again by
+        count_lost_trials or orphan()."""
+        numbers = {}
+        for arm in {arm for arm, _ in older.values()}:
+            for frozen in self.optuna_study(arm).get_trials(deepcopy=False):
+                if frozen.user_attrs.get(RAY_TRIAL_ID) in older:
+                    numbers[frozen.user_attrs[RAY_TRIAL_ID]] = (arm, frozen.number)
+        return numbers
 
 
 class FixedConfigs(PickledState, Searcher):

@@ -1,4 +1,5 @@
 """ArmSearch and PerArmASHA driven directly (real Optuna in SQLite; no Ray cluster needed)."""
+import shutil
 from types import SimpleNamespace
 
 import optuna
@@ -108,6 +109,37 @@ def test_trials_that_ended_after_the_saved_state_count_against_their_arm(tmp_pat
         (TrialState.PRUNED, {"ray_trial_id": "t0", "status": "pruned"}),
         (TrialState.COMPLETE, {"ray_trial_id": "t2", "status": "completed"})]
     assert len(states(tmp_path, "resnet20")) == 2
+
+
+def test_a_restored_searcher_uses_the_storage_it_is_handed(tmp_path):
+    """On `resume` elsewhere (a bucket study's mirror on another machine), Tune restores the
+    searcher with the first driver's URL and state; the resuming driver's optuna.db is used."""
+    first, here = tmp_path / "first", tmp_path / "here"
+    first.mkdir(), here.mkdir()
+    search = make(first)
+    search.suggest("t0")
+    search.save(tmp_path / "searcher.pkl")
+    shutil.copy(first / "optuna.db", here / "optuna.db")
+    restored = make(first)   # as Tune unpickles it
+    restored.use_storage(f"sqlite:///{here / 'optuna.db'}")   # study/runner.py use_storage
+    restored.restore(tmp_path / "searcher.pkl")
+    restored.on_trial_complete("t0", {"epoch": 3, "val_acc": 0.7, "status": "completed"})
+    assert states(here, "mlp") == [(TrialState.COMPLETE, 0.7, {3: 0.7})]
+    assert states(first, "mlp") == [(TrialState.RUNNING, None, {})]
+
+
+def test_a_state_saved_with_optuna_trial_ids_is_renumbered(tmp_path):
+    """Searcher states saved by an older archstudy held Optuna's internal trial ids (1 and 2 here:
+    the first trials in a new database), not trial numbers; a study saved so resumes."""
+    search = make(tmp_path)
+    search.suggest("t0"), search.suggest("t1")
+    older = {k: v for k, v in search.get_state().items() if k != "optuna_trials"}
+    restored = make(tmp_path)
+    restored.set_state({**older, "assigned": {"t0": ("mlp", 1), "t1": ("resnet20", 2)}})
+    restored.on_trial_complete("t1", {"epoch": 3, "val_acc": 0.5, "status": "completed"})
+    assert states(tmp_path, "resnet20") == [(TrialState.COMPLETE, 0.5, {3: 0.5})]
+    assert restored.suggest("t2")["arm"] == "resnet20"
+    assert restored.suggest("t3") is None   # t0 runs on: not taken for an orphan
 
 
 def test_resumed_asha_meets_the_rungs_of_trials_its_state_lost(tmp_path):
