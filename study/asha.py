@@ -1,4 +1,4 @@
-"""One ASHA per arm for the search phase (study/search.py has the per-arm Optuna studies): ASHA
+"""One ASHA per arm for the search phase (study/searcher.py has the per-arm Optuna studies): ASHA
 compares a trial only with trials of its own arm. A plain Ray Tune plug-in, used by study/runner.py.
 """
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import optuna
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
-from .search import RAY_TRIAL_ID, PickledState, last_epochs, study_name
+from .searcher import RAY_TRIAL_ID, PickledState, last_epochs, study_name
 
 
 class PerArmASHA(PickledState, FIFOScheduler):

@@ -31,6 +31,7 @@ import uuid
 from pathlib import Path
 
 from studyfiles.errors import StudyError
+from studyfiles.files import first_line
 
 from .resources import too_large
 from .spec import StudySpec
@@ -130,7 +131,7 @@ def connect(address: str) -> None:
         if any("InvalidAuthToken" in text or "AuthenticationError" in text for text in chain):
             raise auth_problem(address, "the Ray cluster") from None
         raise StudyError(f"--address: cannot connect to a Ray cluster at {address!r} "
-                         f"({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
+                         f"({type(e).__name__}: {first_line(e)})") from None
 
 
 # ---- checks on a running cluster (after ray.init(address=...)) ---------------------------------------
@@ -227,7 +228,7 @@ def job_client(address: str):
             "Authentication failed")) from None
     except Exception as e:   # ConnectionError; RuntimeError for a server that is not Ray's
         raise StudyError(f"--address: cannot use {address!r} as a Ray job server "
-                         f"({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
+                         f"({type(e).__name__}: {first_line(e)})") from None
 
 
 def submit(spec: StudySpec, address: str, python: str = "python") -> str:
@@ -244,7 +245,7 @@ def submit(spec: StudySpec, address: str, python: str = "python") -> str:
                 metadata={"archstudy_study": spec.name, "archstudy_storage": str(spec.storage)})
         except (RuntimeError, ConnectionError) as e:   # Ray's errors for a rejected request
             raise StudyError(f"--address: the Ray job server at {address!r} did not take the job "
-                             f"({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
+                             f"({type(e).__name__}: {first_line(e)})") from None
     return job_id
 
 

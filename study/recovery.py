@@ -20,7 +20,7 @@ import pyarrow.fs as pafs
 import torch
 from ray import tune
 
-from .search import ENDED, RAY_TRIAL_ID, study_name
+from .searcher import ENDED, RAY_TRIAL_ID, study_name
 from .trainable import CHECKPOINT_DIR, STATE_FILE, exists
 
 LOST_ERROR = ("the trial failed; its error report was lost with the driver that ran it (Optuna "

@@ -39,7 +39,7 @@ from . import interrupt, logs, recovery, tables
 from .folder import check_new_study, check_unchanged, read_state
 from .progress import ProgressCallback
 from .asha import PerArmASHA
-from .search import ArmSearch, FixedConfigs, pruned_epochs, study_name
+from .searcher import ArmSearch, FixedConfigs, pruned_epochs, study_name
 from .spec import StudySpec
 from .spec_file import dump_spec, load_spec, resolved, spec_hash
 from .tensorboard_log import TensorBoardLog

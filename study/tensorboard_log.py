@@ -35,7 +35,9 @@ from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.hparams import summary_v2 as hp
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-from .tables import FINAL_METRICS, GRADFLOW_KEY
+from studyfiles.contract import METRICS
+
+from .tables import GRADFLOW_KEY
 
 # Numbers in Tune's report that are not measurements of the epoch (the step is the epoch).
 NOT_SCALARS = ("training_iteration", "iterations_since_restore", "time_since_restore", "timestamp",
@@ -117,7 +119,7 @@ class TensorBoardLog(LoggerCallback):
                    hp.HParam("phase", hp.Discrete(["search", "confirm"])),
                    hp.HParam("seed", hp.Discrete(sorted(set(seeds)))),
                    *(hp.HParam(name, domain(dist.kind, dist.args)) for name, dist in space.items())]
-        metrics = list(dict.fromkeys([spec.metric, *FINAL_METRICS, "epoch", "time_total_s",
+        metrics = list(dict.fromkeys([spec.metric, *METRICS, "epoch", "time_total_s",
                                       *(["gf_first_last_ratio"] if spec.gradient_flow else [])]))
         self.experiment = hp.hparams_config_pb(hparams, [hp.Metric(m) for m in metrics])
         self.trials: dict = {}

@@ -29,7 +29,7 @@ from optuna.trial import TrialState
 
 from analysis import questions
 from study import runner
-from study.search import study_name
+from study.searcher import study_name
 from study.spec_file import load_spec
 
 from studies import spec_text

@@ -28,7 +28,7 @@ import pytest
 from studies import spec_text
 from study import cli, runner
 from studyfiles.errors import StudyError
-from study.search import study_name
+from study.searcher import study_name
 from study.spec_file import load_spec
 
 REPO = Path(__file__).resolve().parents[1]

@@ -29,7 +29,7 @@ import pytest
 
 from processes import alive, kill_pids, processes_of_ray_session, wait_until
 from studies import read_results, spec_text
-from study.search import study_name
+from study.searcher import study_name
 from wandb_files import METRICS, trial_epochs
 
 REPO = Path(__file__).resolve().parents[1]

@@ -30,7 +30,7 @@ from processes import (alive, descendants, files_containing, kill_pids, listenin
                        not_loopback, processes_of_ray_session, ray_sessions_of, wait_until)
 from studies import read_results, spec_text
 from study import tables
-from study.search import study_name
+from study.searcher import study_name
 from study.trainable import Trial
 from trainables.data import load_data
 from wandb_files import METRICS, trial_epochs

@@ -38,7 +38,7 @@ from ray.tune.experiment.trial import Trial as TuneTrial
 from studies import BUCKET, read_results, spec_text
 from study import runner, tables
 from study.recovery import LOST_ERROR, recover_lost_trials
-from study.search import RAY_TRIAL_ID, ArmSearch, study_name
+from study.searcher import RAY_TRIAL_ID, ArmSearch, study_name
 from studyfiles.storage import Store
 from study.spec_file import load_spec
 from wandb_files import METRICS, trial_epochs, wandb_problems

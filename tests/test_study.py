@@ -22,7 +22,7 @@ from ray import tune
 from processes import descendants, listening_sockets, not_loopback
 from studies import TINY_ARMS, spec_text
 from study import runner
-from study.search import study_name
+from study.searcher import study_name
 from study.spec_file import load_spec
 from wandb_files import METRICS, trial_epochs, wandb_problems
 

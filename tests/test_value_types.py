@@ -28,7 +28,7 @@ import pytest
 
 from processes import start_into_closed_head
 from study import runner
-from study.search import study_name
+from study.searcher import study_name
 from study.spec_file import load_spec
 from wandb_files import wandb_problems
 

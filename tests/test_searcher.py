@@ -9,7 +9,7 @@ from ray.tune.schedulers import TrialScheduler
 from ray.tune.search import Searcher
 
 from study.asha import PerArmASHA
-from study.search import ArmSearch, FixedConfigs, optuna_distribution, study_name
+from study.searcher import ArmSearch, FixedConfigs, optuna_distribution, study_name
 
 ARMS = {"mlp": {"model": "mlp", "epochs": 3}, "resnet20": {"model": "resnet20", "epochs": 3}}
 SPACE = {"lr": ("loguniform", [1e-3, 0.3]), "batch_size": ("choice", [32, 64])}
