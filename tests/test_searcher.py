@@ -128,6 +128,25 @@ def test_a_restored_searcher_uses_the_storage_it_is_handed(tmp_path):
     assert states(first, "mlp") == [(TrialState.RUNNING, None, {})]
 
 
+def test_a_restored_tuner_hands_its_plugins_the_driver_storage(tmp_path):
+    """study/runner.py use_storage reaches the searcher and scheduler that Tuner.restore unpickles
+    (through Tune's private attributes: this fails should a Ray upgrade move them)."""
+    from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
+    from study.runner import use_storage
+
+    def train(config):
+        pass
+    scheduler = PerArmASHA(3, 1, 2, "val_acc", "max", "sqlite:///first.db", "s", ARMS)
+    tune.Tuner(train, run_config=tune.RunConfig(name="search", storage_path=str(tmp_path)),
+               tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(make(tmp_path), 2),
+                                           scheduler=scheduler, num_samples=2))
+    restored = tune.Tuner.restore(str(tmp_path / "search"), trainable=train)
+    use_storage(restored, "sqlite:///here.db")
+    config = restored._local_tuner._tune_config
+    assert config.search_alg.searcher.storage_url == config.scheduler.storage_url == "sqlite:///here.db"
+
+
 def test_a_state_saved_with_optuna_trial_ids_is_renumbered(tmp_path):
     """Searcher states saved by an older archstudy held Optuna's internal trial ids (1 and 2 here:
     the first trials in a new database), not trial numbers; a study saved so resumes."""
