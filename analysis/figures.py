@@ -152,6 +152,17 @@ def gradflow_heatmaps(profile: pd.DataFrame, arms: list[str], column: str = "gra
     return fig.update_layout(title=title, height=320 * rows + 80, **LAYOUT)
 
 
+def first_and_last_epochs(profile: pd.DataFrame, colors: dict):
+    """(arm, colour, epoch, dash, rows sorted by `index`) for each arm's first epoch (dotted) and
+    last (solid) in a per-layer or per-block profile (columns arm, epoch, index)."""
+    for arm, color in colors.items():
+        rows = profile[profile.arm == arm]
+        if rows.empty:
+            continue
+        for epoch, dash in ((rows.epoch.min(), "dot"), (rows.epoch.max(), "solid")):
+            yield arm, color, epoch, dash, rows[rows.epoch == epoch].sort_values("index")
+
+
 def attenuation_curves(profile: pd.DataFrame, colors: dict, column: str = "grad_norm") -> go.Figure:
     """Per arm, the per-layer gradient norm against relative depth (0 = input side, 1 = output), at
     the first and the last epoch: a vanishing gradient shows as a curve falling towards 0."""
@@ -159,16 +170,11 @@ def attenuation_curves(profile: pd.DataFrame, colors: dict, column: str = "grad_
     if profile.empty:
         return empty(title, "no gradient-flow data (gradient_flow was off)")
     fig = go.Figure()
-    for arm, color in colors.items():
-        rows = profile[profile.arm == arm]
-        if rows.empty:
-            continue
-        for epoch, dash in ((rows.epoch.min(), "dot"), (rows.epoch.max(), "solid")):
-            curve = rows[rows.epoch == epoch].sort_values("index")
-            x = curve["index"] / max(1, curve["index"].max())
-            fig.add_trace(go.Scatter(x=x, y=curve[column], mode="lines", name=arm, legendgroup=arm,
-                                     showlegend=dash == "solid", line=dict(color=color, dash=dash),
-                                     hovertemplate=f"{arm}, epoch {epoch}: %{{y:.3g}}<extra></extra>"))
+    for arm, color, epoch, dash, curve in first_and_last_epochs(profile, colors):
+        x = curve["index"] / max(1, curve["index"].max())
+        fig.add_trace(go.Scatter(x=x, y=curve[column], mode="lines", name=arm, legendgroup=arm,
+                                 showlegend=dash == "solid", line=dict(color=color, dash=dash),
+                                 hovertemplate=f"{arm}, epoch {epoch}: %{{y:.3g}}<extra></extra>"))
     fig.update_xaxes(title_text="relative layer position (0 = input, 1 = output)")
     fig.update_yaxes(title_text=f"{column} (log scale)", type="log")
     return fig.update_layout(title=title, height=450, **LAYOUT)
@@ -278,18 +284,13 @@ def signal_propagation(profile: pd.DataFrame, colors: dict) -> go.Figure:
         return empty(title, "no signal-propagation data (gradient_flow was off, or an older study)")
     columns = (("avg_var", "average channel variance"), ("avg_sq_mean", "average squared channel mean"))
     fig = make_subplots(rows=1, cols=2, subplot_titles=[label for _, label in columns])
-    for arm, color in colors.items():
-        rows = profile[profile.arm == arm]
-        if rows.empty:
-            continue
-        for epoch, dash in ((rows.epoch.min(), "dot"), (rows.epoch.max(), "solid")):
-            curve = rows[rows.epoch == epoch].sort_values("index")
-            for c, (column, _label) in enumerate(columns, start=1):
-                fig.add_trace(go.Scatter(
-                    x=curve["index"], y=curve[column], mode="lines+markers", name=arm, legendgroup=arm,
-                    showlegend=dash == "solid" and c == 1, line=dict(color=color, dash=dash),
-                    marker=dict(size=4), text=curve["block"],
-                    hovertemplate=f"{arm}, epoch {epoch}, %{{text}}: %{{y:.3g}}<extra></extra>"), row=1, col=c)
+    for arm, color, epoch, dash, curve in first_and_last_epochs(profile, colors):
+        for c, (column, _label) in enumerate(columns, start=1):
+            fig.add_trace(go.Scatter(
+                x=curve["index"], y=curve[column], mode="lines+markers", name=arm, legendgroup=arm,
+                showlegend=dash == "solid" and c == 1, line=dict(color=color, dash=dash),
+                marker=dict(size=4), text=curve["block"],
+                hovertemplate=f"{arm}, epoch {epoch}, %{{text}}: %{{y:.3g}}<extra></extra>"), row=1, col=c)
     fig.update_xaxes(title_text="block (0 = input side)")
     fig.update_yaxes(type="log")
     return fig.update_layout(title=title, height=450, **LAYOUT)
