@@ -1,4 +1,4 @@
-"""Damaged checkpoints (issue 6, item 5): Trial.load_checkpoint (study/trainable.py) falls back to
+"""Damaged checkpoints (issue 6, item 5): EpochTrainable.load_checkpoint (study/trainable.py) falls back to
 the trial's previous checkpoint, or to a fresh start, with a CheckpointFallbackWarning, and the
 trial then replays exactly what an uninterrupted run computed:
 
@@ -25,7 +25,7 @@ import torch
 from ray import tune
 
 from study import tables
-from study.trainable import STATE_FILE, CheckpointFallbackWarning, Trial
+from study.trainable import STATE_FILE, CheckpointFallbackWarning, EpochTrainable
 from trainables.data import load_data
 
 from studies import BUCKET, read_results
@@ -69,7 +69,7 @@ def damage(path: Path, how: str) -> None:
         raise ValueError(how)
 
 
-# ---- damaged checkpoints: Trial.load_checkpoint on a folder -------------------------------------
+# ---- damaged checkpoints: EpochTrainable.load_checkpoint on a folder -------------------------------------
 @pytest.fixture(scope="module")
 def data():
     return load_data("mnist-5k").subset(train=300, val=100, test=100)
@@ -77,18 +77,18 @@ def data():
 
 @pytest.fixture(scope="module")
 def local_trial(ray_local, data, tmp_path_factory):
-    """A factory of Trials outside Tune. Trial.setup asks Ray for the node id, which starts a Ray
+    """A factory of EpochTrainables outside Tune. EpochTrainable.setup asks Ray for the node id, which starts a Ray
     instance when none is up (so: ray_local), and a Trainable without Tune makes its log folder
     under ~/ray_results (so: a temporary one)."""
     from ray.tune.trainable import trainable as trainable_module
 
-    class LocalTrial(Trial):
+    class LocalTrial(EpochTrainable):
         def setup(self, config):
             super().setup(config, data=data, wandb_settings={"mode": "disabled"})
 
     made = []
 
-    def make() -> Trial:
+    def make() -> EpochTrainable:
         trial = LocalTrial({**CONFIG, "arm": "local"})
         made.append(trial)
         return trial
@@ -116,7 +116,7 @@ def uninterrupted(local_trial, tmp_path_factory):
 
 
 def restore(local_trial, uninterrupted, tmp_path, damaged: dict[int, str], index: int = 2, bucket=None):
-    """A copy of the uninterrupted trial's checkpoints with `damaged` {index: how}, and a new Trial
+    """A copy of the uninterrupted trial's checkpoints with `damaged` {index: how}, and a new EpochTrainable
     restored (as Tune does it) from checkpoint_00000<index>; returns (trial, its warnings). With
     `bucket` (a pyarrow filesystem), the copy is uploaded there and the trial restored from it."""
     folder = tmp_path / "trial"
@@ -248,7 +248,7 @@ def test_tune_restores_a_trial_from_damaged_checkpoints(ray_local, study_env, da
     plans = {"fallback": {2: "truncated"}, "scratch": {2: "missing", 1: "garbage", 0: "truncated"}}
     killer = DamageAndKill(epoch=3, plans=plans)
     trainable = tune.with_resources(
-        tune.with_parameters(Trial, data=data, wandb_settings={"mode": "disabled"}), {"cpu": 1})
+        tune.with_parameters(EpochTrainable, data=data, wandb_settings={"mode": "disabled"}), {"cpu": 1})
     tuner = tune.Tuner(
         trainable, param_space={**CONFIG, "arm": tune.grid_search(["steady", *plans])},
         # as in the study (runner.py): a restarted trial may be handed to a reused actor

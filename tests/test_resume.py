@@ -31,7 +31,7 @@ from processes import (alive, descendants, files_containing, kill_pids, listenin
 from studies import read_results, spec_text
 from study import tables
 from study.searcher import study_name
-from study.trainable import Trial
+from study.trainable import EpochTrainable
 from trainables.data import load_data
 from wandb_files import METRICS, trial_epochs
 
@@ -66,7 +66,7 @@ def test_killed_trial_resumes_exactly_from_its_checkpoint(ray_local, study_env, 
     data = load_data("mnist-5k").subset(train=300, val=100, test=100)
     killer = KillWorkerOnce("killed", epoch=3)
     trainable = tune.with_resources(
-        tune.with_parameters(Trial, data=data, wandb_settings={"mode": "disabled"}), {"cpu": 1})
+        tune.with_parameters(EpochTrainable, data=data, wandb_settings={"mode": "disabled"}), {"cpu": 1})
     config = {"model": "resnet20", "width": 0.125, "epochs": 4, "lr": 0.05, "batch_size": 32,
               "seed": 0, "phase": "confirm", "arm": tune.grid_search(["steady", "killed"])}
     tuner = tune.Tuner(trainable, param_space=config,

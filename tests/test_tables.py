@@ -11,7 +11,7 @@ from ray import tune
 from ray.tune.logger import JsonLoggerCallback
 
 from study import tables
-from study.trainable import Trial
+from study.trainable import EpochTrainable
 from trainables.data import load_data
 
 from studies import read_results
@@ -49,7 +49,7 @@ def test_result_log_keeps_the_reports_made_before_a_worker_died(ray_local, study
     data = load_data("mnist-5k").subset(train=200, val=50, test=50)
     killer = KillAtCheckpoint()
     trainable = tune.with_resources(
-        tune.with_parameters(Trial, data=data, wandb_settings={"mode": "disabled"}), {"cpu": 1})
+        tune.with_parameters(EpochTrainable, data=data, wandb_settings={"mode": "disabled"}), {"cpu": 1})
     config = {"model": "mlp", "hidden": [16], "epochs": EPOCHS, "lr": 0.05, "batch_size": 32,
               "seed": 0, "phase": "search", "arm": "only"}
     tuner = tune.Tuner(trainable, param_space=config,

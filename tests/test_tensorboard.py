@@ -33,7 +33,7 @@ from studies import TINY_ARMS
 from study import tables
 from study.spec_file import parse_spec
 from study.tensorboard_log import TensorBoardLog, TrialEvents, domain, hp
-from study.trainable import Trial
+from study.trainable import EpochTrainable
 from trainables.data import load_data
 
 # Tune's report fields that are not charted (bookkeeping; depth is the model's, an hparam-like fact)
@@ -116,7 +116,7 @@ def test_a_trial_that_tune_restarts_shows_each_epoch_once(ray_local, study_env, 
     killer = KillAtEpoch3()
     data = load_data("mnist-5k").subset(train=200, val=50, test=50)
     trainable = tune.with_resources(
-        tune.with_parameters(Trial, data=data, wandb_settings={"mode": "disabled"}), {"cpu": 1})
+        tune.with_parameters(EpochTrainable, data=data, wandb_settings={"mode": "disabled"}), {"cpu": 1})
     config = {"model": "mlp", "hidden": [16], "epochs": 4, "lr": 0.05, "batch_size": 32,
               "seed": 0, "phase": "search", "arm": spec.arm_names[0]}
     tuner = tune.Tuner(trainable, param_space=config,
