@@ -27,7 +27,7 @@ import optuna
 import pandas as pd
 import pytest
 
-from processes import alive, kill_pids, processes_of_ray_session, wait_until
+from processes import reap, wait_until
 from studies import read_results, spec_text
 from study.search import study_name
 from wandb_files import METRICS, trial_epochs
@@ -91,12 +91,7 @@ def interrupt(command: list[str], out: Path, log: Path, env: dict, moment, signu
         except subprocess.TimeoutExpired:
             pass
         finally:
-            if run.poll() is None:
-                os.killpg(run.pid, signal.SIGKILL)
-                run.wait()
-    wait_until(lambda: not processes_of_ray_session(run.pid), timeout=20)
-    ns.left_alive = alive(processes_of_ray_session(run.pid))
-    kill_pids(int(line.split()[0]) for line in ns.left_alive)
+            ns.left_alive = reap(run, timeout=20)
     ns.output = log.read_text(errors="replace")
     assert ns.reached and ns.exit_before_signal is None, f"ended before the signal:\n{ns.output[-3000:]}"
     return ns

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -26,10 +27,10 @@ import pandas as pd
 import pytest
 from ray import tune
 
-from processes import (alive, descendants, files_containing, kill_pids, listening_sockets,
-                       not_loopback, processes_of_ray_session, ray_sessions_of, wait_until)
+from processes import (descendants, files_containing, listening_sockets, not_loopback, ray_sessions_of,
+                       reap, wait_until)
 from studies import read_results, spec_text
-from study import tables
+from study import runner, tables
 from study.search import study_name
 from study.trainable import Trial
 from trainables.data import load_data
@@ -140,9 +141,7 @@ def run_until_killed(command: list[str], log_path: Path, env: dict, moment) -> S
             os.killpg(run.pid, signal.SIGKILL)
             run.wait()
     # the process group held the driver and its whole Ray instance: nothing of it may be left
-    wait_until(lambda: not alive(family) and not processes_of_ray_session(run.pid), timeout=15)
-    ns.left_alive = alive(family) + alive(processes_of_ray_session(run.pid))
-    kill_pids(int(line.split()[0]) for line in ns.left_alive)   # clean up, then fail in the tests
+    ns.left_alive = reap(run, timeout=15, family=family)   # cleaned up; the tests fail on them
     ns.stdout = log_path.read_text(errors="replace")
     assert ns.reached and ns.exit_before_kill is None, \
         f"`{' '.join(command)}` ended before it could be killed:\n{ns.stdout[-3000:]}"
@@ -181,12 +180,7 @@ def killed_and_resumed(study_env, tmp_path_factory):
     try:
         ns.resume_stdout, ns.resume_stderr = (b.decode(errors="replace") for b in resume.communicate(timeout=480))
     finally:
-        if resume.poll() is None:
-            os.killpg(resume.pid, signal.SIGKILL)
-            resume.wait()
-        wait_until(lambda: not processes_of_ray_session(resume.pid), timeout=15)
-        ns.resume_left_alive = alive(processes_of_ray_session(resume.pid))
-        kill_pids(int(line.split()[0]) for line in ns.resume_left_alive)
+        ns.resume_left_alive = reap(resume, timeout=15)
     ns.ray_sessions += ray_sessions_of(resume.pid, since)
     ns.resume_seconds, ns.resume_rc = time.monotonic() - started, resume.returncode
     return ns
@@ -280,3 +274,34 @@ def test_api_key_is_never_written(tiny, killed_and_resumed, study_env, tmp_path)
     (tmp_path / "planted.txt").write_bytes(b"x" + key + b"y")   # the scan itself finds a key
     assert files_containing([tmp_path], key) == [tmp_path / "planted.txt"]
     assert files_containing(roots, key) == []
+
+
+def test_a_confirmation_whose_saved_state_was_cut_runs_again(killed_and_resumed, ray_local, tmp_path,
+                                                              capsys):
+    """Tune copies its saved state into a local study folder in place: a driver SIGKILLed during the
+    copy can leave files of it empty (seen in this chain: confirm/search_gen_state-*.json and
+    searcher-state-*.pkl at 0 bytes), and Tune's restore then failed and ran the confirmation again
+    beside its old trials. A copy of the finished study, set back to its confirmation with those two
+    files emptied: `resume` sets the old confirmation aside and runs it again, to the same results."""
+    old = pd.read_parquet(killed_and_resumed.out / "trials.parquet")
+    out = tmp_path / "resumable"
+    shutil.copytree(killed_and_resumed.out, out)
+    runner.reopen(out).mark(phase="confirm")
+    emptied = [max((out / "confirm").glob(p)) for p in ("search_gen_state-*.json", "searcher-state-*.pkl")]
+    for path in emptied:
+        path.write_bytes(b"")
+    runner.reopen(out).run()
+    assert f"warning: {emptied[0]} is damaged" in capsys.readouterr().err
+    assert phase_of(out) == "done"
+    new = pd.read_parquet(out / "trials.parquet")
+    [aside] = out.glob("confirm.interrupted-*")
+    assert {p.name for p in aside.iterdir() if p.is_dir()} == set(old[old.phase == "confirm"].path.str[8:])
+    keys, values = ["arm", "seed"], ["status", "epochs_run", "config", "best_val_acc", "final_train_loss",
+                                     "final_val_acc", "final_test_acc"]
+    again, before = (t[t.phase == "confirm"].sort_values(keys)[keys + values].reset_index(drop=True)
+                     for t in (new, old))
+    assert len(again) == 2 * len(RESUME_ARMS) and (again.status == "completed").all()
+    pd.testing.assert_frame_equal(again, before)   # the same runs, trained again
+    assert set(new[new.phase == "confirm"].trial_id).isdisjoint(old.trial_id)
+    pd.testing.assert_frame_equal(new[new.phase == "search"].reset_index(drop=True),
+                                  old[old.phase == "search"].reset_index(drop=True))
