@@ -5,15 +5,17 @@ loses and repeats nothing). Each driver is `python -m study` in a session of its
 Ray on 127.0.0.1 (Optuna in SQLite, W&B offline). In order:
 
   1. `run`: SIGINT to its process group (Ctrl+C) once a search trial has ended;
-  2. `resume`: SIGTERM to its whole process group (Ray's processes too, as from `timeout` or Slurm)
+  2. `resume`: SIGKILL to its process group once another search trial has ended (mid-search);
+  3. `resume`: SIGTERM to its whole process group (Ray's processes too, as from `timeout` or Slurm)
      once a search trial has reported again;
-  3. `resume`: SIGKILL to its process group once another search trial has ended (mid-search);
   4. `resume`: SIGKILL to its process group as soon as study.json says confirm (between the phases);
   5. `resume`: SIGKILL to its process group once a confirmation run has ended;
   6. `resume`: SIGTERM to the driver alone once another confirmation run has ended;
   7. a last `resume` finishes the study.
-Trials take about as long as their setup: runs often end in pairs, so three confirmation seeds per
-arm leave runs to do after each of the two stops in the confirmation.
+Trials take about as long as their setup, so runs often end in pairs: three confirmation seeds per
+arm leave runs to do after each of the two stops in the confirmation. The search kill comes right
+after a stop that saved Tune's state, so that the trial whose end it waits for is one that state
+knows (a trial started and ended between two saves would end the search with Tune counting 5 of 6).
 """
 from __future__ import annotations
 
@@ -118,9 +120,11 @@ def stop(command: list[str], out: Path, log: Path, env: dict, moment, signum: in
     ns.files = {p.name for p in out.iterdir()}
     trials = out / "trials.parquet"
     ns.confirm_rows = pd.read_parquet(trials).phase.eq("confirm").sum() if trials.exists() else None
-    # every trial's reports so far: none may change or go missing later
+    # the reports so far of every trial in Tune's saved state (a folder with params.json): none may
+    # change or go missing later. (A folder without is a trial that a killed driver had started
+    # after Tune last saved its state: on resume its Optuna trial runs again under a new id.)
     ns.snapshot = {f"{p}/{d.name}": read_results(d) for p in ("search", "confirm")
-                   if (out / p).is_dir() for d in (out / p).iterdir() if d.is_dir()}
+                   if (out / p).is_dir() for d in (out / p).iterdir() if (d / "params.json").exists()}
     return ns
 
 
@@ -153,13 +157,13 @@ def stop_and_finish(root: Path) -> SimpleNamespace:
 
     resume = ["resume", str(out)]
     driver(["run", str(spec_path)], "ctrl-c", lambda: ended_in_optuna(out), signal.SIGINT)
-    reported = reports_in(out, "search")
-    driver(resume, "timeout", lambda: reports_in(out, "search") > reported, signal.SIGTERM)
     ended = len(ended_in_optuna(out))
     kill = driver(resume, "kill-search", lambda: len(ended_in_optuna(out)) > ended, signal.SIGKILL)
     kill.ended_in_optuna = ended_in_optuna(out)
-    # what the killed driver left of the search: every trial's result.json lines
-    kill.search = {d.name: read_results(d) for d in (out / "search").iterdir() if (d / "params.json").exists()}
+    kill.search = {name[len("search/"):]: rows for name, rows in kill.snapshot.items()
+                   if name.startswith("search/")}
+    reported = reports_in(out, "search")
+    driver(resume, "timeout", lambda: reports_in(out, "search") > reported, signal.SIGTERM)
     driver(resume, "kill-between", lambda: phase_of(out) == "confirm", signal.SIGKILL)
     kill = driver(resume, "kill-confirm", lambda: finished_in_confirm(out) >= 1, signal.SIGKILL)
     kill.finished_in_confirm = finished_in_confirm(out)

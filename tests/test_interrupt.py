@@ -6,7 +6,7 @@ components (each driver a subprocess with its own Ray on 127.0.0.1, Optuna in SQ
 The session's `stopped` study (tests/stopped.py, shared with test_resume.py): `run` gets SIGINT in
 its process group (Ctrl+C) mid-search; `resume` gets SIGTERM in its whole process group (Ray's
 processes too, as from `timeout` or Slurm) mid-search; `resume` gets SIGTERM to the driver alone
-mid-confirmation; between them and after, drivers are SIGKILLed (test_resume.py), and a last
+mid-confirmation; between them, drivers are SIGKILLed (test_resume.py), and a last
 `resume` finishes the study. Each interrupted driver must end by itself with exit code 130 or 143,
 its phase unfinished and nothing confirmed or analysed from it, the resume command on its last
 line, no process of its Ray left, and no trial counted as failed; the finished study must have lost
