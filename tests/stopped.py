@@ -4,18 +4,22 @@ ends by itself, cleanly) and test_resume.py (SIGKILL: nothing of the driver surv
 loses and repeats nothing). Each driver is `python -m study` in a session of its own, with its own
 Ray on 127.0.0.1 (Optuna in SQLite, W&B offline). In order:
 
-  1. `run`: SIGINT to its process group (Ctrl+C) once a search trial has ended;
-  2. `resume`: SIGKILL to its process group once another search trial has ended (mid-search);
+  1. `run`: SIGKILL to its process group once a search trial has ended (mid-search);
+  2. `resume`: SIGINT to its process group (Ctrl+C) once another search trial has ended;
   3. `resume`: SIGTERM to its whole process group (Ray's processes too, as from `timeout` or Slurm)
      once a search trial has reported again;
   4. `resume`: SIGKILL to its process group as soon as study.json says confirm (between the phases);
   5. `resume`: SIGKILL to its process group once a confirmation run has ended;
   6. `resume`: SIGTERM to the driver alone once another confirmation run has ended;
   7. a last `resume` finishes the study.
-Trials take about as long as their setup, so runs often end in pairs: three confirmation seeds per
-arm leave runs to do after each of the two stops in the confirmation. The search kill comes right
-after a stop that saved Tune's state, so that the trial whose end it waits for is one that state
-knows (a trial started and ended between two saves would end the search with Tune counting 5 of 6).
+Trials take about as long as their setup, so they end soon after each other: the search moments
+are read from optuna.db, which the driver writes at once (result.json reaches the study folder only
+with Tune's saved state, every few seconds), and three confirmation seeds per arm leave runs to do
+after each of the two stops in the confirmation. The first kill is of `run`, as in a study's life:
+the trial whose end it waits for was started before Tune first saved its state (one started and
+ended between two saves would be lost to Tune, which then counts 5 of 6 at the search's end), and
+no stop before it has left a trial that ran to its end in Tune's state as running (a resume then
+runs its last epoch again, which the kill checks count as repeated work).
 """
 from __future__ import annotations
 
@@ -60,9 +64,13 @@ def ended_in_optuna(out: Path) -> list[tuple[str, int, str]]:
             if state != "RUNNING"]
 
 
-def reports_in(out: Path, phase: str) -> int:
-    folder = out / phase
-    return sum(len(read_results(d)) for d in folder.iterdir() if d.is_dir()) if folder.is_dir() else 0
+def reported_in_optuna(out: Path) -> int:
+    """How many epochs the search's trials have reported to Optuna; 0 while unreadable."""
+    try:
+        with sqlite3.connect(f"file:{out / 'optuna.db'}?mode=ro", uri=True, timeout=1) as con:
+            return con.execute("SELECT count(*) FROM trial_intermediate_values").fetchone()[0]
+    except sqlite3.Error:   # not created yet, or locked by the writer
+        return 0
 
 
 def finished_in_confirm(out: Path) -> int:
@@ -156,14 +164,14 @@ def stop_and_finish(root: Path) -> SimpleNamespace:
         return ns.stops[-1]
 
     resume = ["resume", str(out)]
-    driver(["run", str(spec_path)], "ctrl-c", lambda: ended_in_optuna(out), signal.SIGINT)
-    ended = len(ended_in_optuna(out))
-    kill = driver(resume, "kill-search", lambda: len(ended_in_optuna(out)) > ended, signal.SIGKILL)
+    kill = driver(["run", str(spec_path)], "kill-search", lambda: ended_in_optuna(out), signal.SIGKILL)
     kill.ended_in_optuna = ended_in_optuna(out)
     kill.search = {name[len("search/"):]: rows for name, rows in kill.snapshot.items()
                    if name.startswith("search/")}
-    reported = reports_in(out, "search")
-    driver(resume, "timeout", lambda: reports_in(out, "search") > reported, signal.SIGTERM)
+    ended = len(kill.ended_in_optuna)
+    driver(resume, "ctrl-c", lambda: len(ended_in_optuna(out)) > ended, signal.SIGINT)
+    reported = reported_in_optuna(out)
+    driver(resume, "timeout", lambda: reported_in_optuna(out) > reported, signal.SIGTERM)
     driver(resume, "kill-between", lambda: phase_of(out) == "confirm", signal.SIGKILL)
     kill = driver(resume, "kill-confirm", lambda: finished_in_confirm(out) >= 1, signal.SIGKILL)
     kill.finished_in_confirm = finished_in_confirm(out)

@@ -1,16 +1,16 @@
-"""Interrupting `archstudy run` and `resume` with the signals a user or a scheduler sends, on real
-components (each driver a subprocess with its own Ray on 127.0.0.1, Optuna in SQLite, W&B offline):
+"""Interrupting a study's driver with the signals a user or a scheduler sends, on real components
+(each driver a subprocess with its own Ray on 127.0.0.1, Optuna in SQLite, W&B offline):
 
     python -m pytest tests/test_interrupt.py
 
-The session's `stopped` study (tests/stopped.py, shared with test_resume.py): `run` gets SIGINT in
-its process group (Ctrl+C) mid-search; `resume` gets SIGTERM in its whole process group (Ray's
-processes too, as from `timeout` or Slurm) mid-search; `resume` gets SIGTERM to the driver alone
-mid-confirmation; between them, drivers are SIGKILLed (test_resume.py), and a last
-`resume` finishes the study. Each interrupted driver must end by itself with exit code 130 or 143,
-its phase unfinished and nothing confirmed or analysed from it, the resume command on its last
-line, no process of its Ray left, and no trial counted as failed; the finished study must have lost
-and repeated nothing.
+The session's `stopped` study (tests/stopped.py, shared with test_resume.py, whose SIGKILLs come
+between these stops): `resume` gets SIGINT in its process group (Ctrl+C) mid-search; `resume` gets
+SIGTERM in its whole process group (Ray's processes too, as from `timeout` or Slurm) mid-search;
+`resume` gets SIGTERM to the driver alone mid-confirmation; a last `resume` finishes the study.
+(`archstudy run` stops the same way: both are Study.run.) Each interrupted driver must end by
+itself with exit code 130 or 143, its phase unfinished and nothing confirmed or analysed from it,
+the resume command on its last line, no process of its Ray left, and no trial counted as failed;
+the finished study must have lost and repeated nothing.
 """
 from __future__ import annotations
 
