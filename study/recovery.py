@@ -9,11 +9,15 @@ and the checkpoint of a trial's last epoch is on storage before Tune tells the s
 trial ended, so params.json and result.json are rebuilt from the newest checkpoint; a trial that
 failed before its first checkpoint gets its config from Optuna. ArmSearch counts these trials
 against their arm's budget (count_lost_trials), so nothing runs them again.
+
+Also: a confirmation whose saved Tune state a killed driver left damaged (damaged_tune_state).
 """
 from __future__ import annotations
 
 import io
 import json
+import pickle
+from pathlib import Path
 
 import optuna
 import pyarrow.fs as pafs
@@ -81,6 +85,36 @@ def newest_record(fs, folder: str) -> tuple[dict | None, list[str]]:
 def write(fs, path: str, text: str) -> None:
     with fs.open_output_stream(path) as f:
         f.write(text.encode())
+
+
+# What Tune reads to restore a phase: of each pattern, the file with the greatest name (the newest).
+TUNE_STATE = ("tuner.pkl", "experiment_state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl",
+              "callback-states-*.pkl")
+
+
+def damaged_tune_state(phase_dir: Path) -> Path | None:
+    """The first file of Tune's saved state of a local phase folder that is empty or does not load,
+    or None. Tune writes its state whole into a staging folder, then copies it into a local study
+    folder in place, so a driver SIGKILLed during the copy can leave a file empty (seen: the
+    confirmation's search_gen_state-* and searcher-state-* at 0 bytes). Tune's restore then fails
+    and starts the phase again beside its old trials. (Bucket objects appear whole or not at all.)"""
+    for pattern in TUNE_STATE:
+        paths = sorted(phase_dir.glob(pattern))
+        if paths and not loads(paths[-1]):
+            return paths[-1]
+    return None
+
+
+def loads(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            if path.name.startswith("experiment_state-"):
+                json.load(f)
+            else:
+                pickle.load(f)
+        return True
+    except Exception:   # a cut pickle raises anything from EOFError to IndexError
+        return False
 
 
 

@@ -217,15 +217,20 @@ class Study:
 
     # ---- phases ----
     def tuner(self, phase: str, data) -> tune.Tuner | None:
-        path = self.store.phase_path(phase)
-        if tune.Tuner.can_restore(path):
+        path, local = self.store.phase_path(phase), self.out / phase
+        # a confirmation whose saved state a killed driver left damaged runs again from the start:
+        # its runs are deterministic, so only their time is lost
+        damaged = recovery.damaged_tune_state(local) if phase == "confirm" and not self.store.remote else None
+        if damaged:
+            print(f"warning: {damaged} is damaged (a driver was killed while Ray Tune saved it); the "
+                  "confirmation runs again from the start", file=sys.stderr)
+        if tune.Tuner.can_restore(path) and not damaged:
             pruned = pruned_epochs(self.optuna_url, self.spec.name, self.spec.arm_names)
             tuner = tune.Tuner.restore(path, trainable=self.trainable(data, pruned),
                                        resume_unfinished=True, resume_errored=True)
             use_storage(tuner, self.optuna_url)
             return tuner
-        local = self.out / phase
-        if local.exists() and not self.store.remote:   # killed before Tune saved any state:
+        if local.exists() and not self.store.remote:   # killed before Tune saved (whole) state:
             local.rename(local.with_name(f"{phase}.interrupted-{time.strftime('%Y%m%d-%H%M%S')}"))
         return self.search_tuner(data) if phase == "search" else self.confirm_tuner(data)
 

@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.fs as pafs
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from studyfiles.contract import (GRADFLOW_STATS, METRICS, SIGNALPROP_STATS, TABLES, Phase, Status,
@@ -45,11 +46,22 @@ class KeepDriverLog:
     the storage's copy of their file back over the driver's, which loses every report since the
     last copy (seen: a trial's epochs 2 and 3 vanished from result.json when its worker was killed
     at epoch 3). The driver's file is never older than the storage's, so it is kept; the storage's
-    copy is fetched only when the driver has none (a new driver resuming the study)."""
+    copy is fetched only when the driver has none (a new driver resuming the study). Ray fetches
+    it only for a trial with a checkpoint; one that a stopped driver left without (stopped before
+    Tune registered its first) starts again from scratch, and its new file would replace the
+    storage's on the next copy, losing the reports of its first run (seen after Ctrl+C in
+    test_interrupt). Its file is fetched too: the epochs run again follow, and the tables keep an
+    epoch's last report."""
 
     def _restore_from_remote(self, file_name: str, trial) -> None:
-        if not Path(trial.local_path, file_name).exists():
+        if Path(trial.local_path, file_name).exists():
+            return
+        if trial.checkpoint:
             super()._restore_from_remote(file_name, trial)
+            return
+        fs, remote = trial.storage.storage_filesystem, f"{trial.storage.trial_fs_path}/{file_name}"
+        if fs.get_file_info(remote).type == pafs.FileType.File:   # not a trial that never started
+            pafs.copy_files(remote, str(Path(trial.local_path, file_name)), source_filesystem=fs)
 
 
 class ResultLog(KeepDriverLog, JsonLoggerCallback):

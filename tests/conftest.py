@@ -151,3 +151,11 @@ def tiny(ray_local, study_env, tmp_path_factory):
         trials=pd.read_parquet(out / "trials.parquet"), epochs=pd.read_parquet(out / "epochs.parquet"),
         gradflow=pd.read_parquet(out / "gradflow.parquet"),
         storage=f"sqlite:///{out / 'optuna.db'}")
+
+
+@pytest.fixture(scope="session")
+def stopped(study_env, tmp_path_factory):
+    """The study of tests/stopped.py, its drivers stopped by SIGINT, SIGTERM and SIGKILL and then
+    finished, once per session: test_interrupt and test_resume check it."""
+    from stopped import stop_and_finish
+    return stop_and_finish(tmp_path_factory.mktemp("stopped"))

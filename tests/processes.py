@@ -132,6 +132,19 @@ def kill_pids(pids) -> None:
             pass
 
 
+def reap(driver: "subprocess.Popen", timeout: float, family=()) -> list[str]:
+    """End a driver started in a session of its own (start_new_session): SIGKILL its process group
+    if it still runs, wait up to `timeout` s for the processes of the Ray session it started (and of
+    `family`) to go, SIGKILL those left and return them as 'pid cmdline' (for the test to fail on)."""
+    if driver.poll() is None:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    wait_until(lambda: not alive(family) and not processes_of_ray_session(driver.pid), timeout=timeout)
+    left = alive(family) + alive(processes_of_ray_session(driver.pid))
+    kill_pids(int(line.split()[0]) for line in left)
+    return left
+
+
 def processes(where) -> list[str]:
     """'pid cmdline' of every live (not zombie) process for which where(pid, cmdline) holds."""
     return [f"{pid} {cmd[:160]}" for pid, (_ppid, _pgid, state, cmd) in proc_table().items()

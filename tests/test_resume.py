@@ -4,45 +4,33 @@
 
 - a trial whose worker process is SIGKILLed mid-run is restarted by Ray from its checkpoint and
   must reproduce an uninterrupted twin exactly.
-- `archstudy run` (a subprocess with its own Ray) is SIGKILLed mid-search, between the phases and
+- the session's `stopped` study (tests/stopped.py, shared with test_interrupt.py): its drivers
+  (subprocesses, each with its own Ray) are SIGKILLed mid-search, between the phases and
   mid-confirmation; each `archstudy resume` must go on without losing or repeating anything, and
   the planted W&B API key is in none of the files those drivers wrote.
+- a confirmation whose saved Tune state a killed driver left damaged runs again from the start.
 """
 from __future__ import annotations
 
 import json
 import os
 import re
+import shutil
 import signal
-import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import optuna
 import pandas as pd
-import pytest
 from ray import tune
 
-from processes import (alive, descendants, files_containing, kill_pids, listening_sockets,
-                       not_loopback, processes_of_ray_session, ray_sessions_of, wait_until)
-from studies import read_results, spec_text
-from study import tables
+from processes import files_containing, not_loopback
+from stopped import ARMS, CONFIRMATIONS, SPEC, phase_of
+from studies import read_results
+from study import runner, tables
 from study.searcher import study_name
 from study.trainable import EpochTrainable
 from trainables.data import load_data
 from wandb_files import METRICS, trial_epochs
-
-REPO = Path(__file__).resolve().parents[1]
-
-# Slow enough to be killed mid-search (the first finished trial leaves at least 3 to go), and with
-# two confirmation seeds per arm, so that a driver can be killed after the first confirmation trial.
-RESUME_SPEC = dict(name="resumable", epochs=4, seeds=[0, 1], arms=["model: mlp, hidden: [32]",
-                                                               "model: mlp, hidden: [16]"])
-RESUME_ARMS = ("mlp-h32", "mlp-h16")
-
 
 # ---- a trial restarted from its checkpoint ----------------------------------------------------------
 class KillWorkerOnce(tune.Callback):
@@ -97,126 +85,40 @@ def test_killed_trial_resumes_exactly_from_its_checkpoint(ray_local, study_env, 
         == [{k: r.get(k) for k in keys} for r in steady]
 
 
-# ---- `archstudy run` killed, then `archstudy resume` ---------------------------------------------------
-def finished_optuna_trials(db: Path) -> list[tuple[str, int, str]]:
-    if not db.exists():
-        return []
-    try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
-            return con.execute("SELECT s.study_name, t.number, t.state FROM trials t "
-                               "JOIN studies s USING (study_id) WHERE t.state != 'RUNNING'").fetchall()
-    except sqlite3.Error:   # not created yet, or locked by the writer
-        return []
+# ---- drivers SIGKILLed, then `archstudy resume` (the session's `stopped` study) ----------------------------
+def kills(stopped) -> dict:
+    """The SIGKILLed drivers of tests/stopped.py by name: mid-search, between the phases,
+    mid-confirmation."""
+    return {stop.name: stop for stop in stopped.stops if stop.signum == signal.SIGKILL}
 
 
-def confirm_trials_finished(out: Path) -> int:
-    folder = out / "confirm"
-    return sum(1 for d in folder.iterdir() if (rows := read_results(d)) and rows[-1]["status"] == "completed") \
-        if folder.is_dir() else 0
-
-
-def phase_of(out: Path) -> str | None:
-    try:
-        return json.loads((out / "study.json").read_text())["phase"]
-    except (OSError, ValueError, KeyError):
-        return None
-
-
-def run_until_killed(command: list[str], log_path: Path, env: dict, moment) -> SimpleNamespace:
-    """Start `python -m study ...`, SIGKILL its process group (the driver and its Ray instance) as
-    soon as `moment()` is true, and check that nothing of it survives."""
-    ns, since = SimpleNamespace(), time.time()
-    with open(log_path, "wb") as log:
-        run = subprocess.Popen([sys.executable, "-m", "study", *command], cwd=REPO, env=env, stdout=log,
-                               stderr=subprocess.STDOUT, start_new_session=True)
-        family = []
-        try:
-            ns.reached = wait_until(lambda: run.poll() is not None or moment(), timeout=300, step=0.1)
-            ns.exit_before_kill = run.poll()
-            family = descendants(run.pid)
-            ns.sockets = listening_sockets(family)
-            ns.ray_sessions = ray_sessions_of(run.pid, since)
-        finally:
-            os.killpg(run.pid, signal.SIGKILL)
-            run.wait()
-    # the process group held the driver and its whole Ray instance: nothing of it may be left
-    wait_until(lambda: not alive(family) and not processes_of_ray_session(run.pid), timeout=15)
-    ns.left_alive = alive(family) + alive(processes_of_ray_session(run.pid))
-    kill_pids(int(line.split()[0]) for line in ns.left_alive)   # clean up, then fail in the tests
-    ns.stdout = log_path.read_text(errors="replace")
-    assert ns.reached and ns.exit_before_kill is None, \
-        f"`{' '.join(command)}` ended before it could be killed:\n{ns.stdout[-3000:]}"
-    return ns
-
-
-@pytest.fixture(scope="module")
-def killed_and_resumed(study_env, tmp_path_factory):
-    """`archstudy run` SIGKILLed mid-search; `resume` killed between the phases (as soon as
-    study.json says confirm); `resume` killed during confirmation (after its first trial ended);
-    then a last `resume` finishes the study."""
-    root = tmp_path_factory.mktemp("resume")
-    spec_path = root / "resumable.yaml"
-    spec_path.write_text(spec_text(root / "results", **RESUME_SPEC))
-    out = root / "results" / "resumable"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("RAY_ADDRESS", None)
-    ns = SimpleNamespace(out=out, root=root)
-
-    ns.kills = [run_until_killed(["run", str(spec_path)], root / "run.out", env,
-                                 lambda: finished_optuna_trials(out / "optuna.db"))]
-    ns.killed_after = finished_optuna_trials(out / "optuna.db")
-    # what the killed driver left: every result.json line, every trial's Optuna state
-    ns.before = {d.name: read_results(d) for d in (out / "search").iterdir() if (d / "params.json").exists()}
-    ns.kills.append(run_until_killed(["resume", str(out)], root / "resume1.out", env,
-                                     lambda: phase_of(out) == "confirm"))
-    ns.kills.append(run_until_killed(["resume", str(out)], root / "resume2.out", env,
-                                     lambda: confirm_trials_finished(out) >= 1))
-    ns.confirm_done_at_kill = confirm_trials_finished(out)
-    ns.run_stdout = "".join(k.stdout for k in ns.kills)
-    ns.ray_sessions = [s for k in ns.kills for s in k.ray_sessions]
-
-    started, since = time.monotonic(), time.time()
-    resume = subprocess.Popen([sys.executable, "-m", "study", "resume", str(out)], cwd=REPO, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        ns.resume_stdout, ns.resume_stderr = (b.decode(errors="replace") for b in resume.communicate(timeout=480))
-    finally:
-        if resume.poll() is None:
-            os.killpg(resume.pid, signal.SIGKILL)
-            resume.wait()
-        wait_until(lambda: not processes_of_ray_session(resume.pid), timeout=15)
-        ns.resume_left_alive = alive(processes_of_ray_session(resume.pid))
-        kill_pids(int(line.split()[0]) for line in ns.resume_left_alive)
-    ns.ray_sessions += ray_sessions_of(resume.pid, since)
-    ns.resume_seconds, ns.resume_rc = time.monotonic() - started, resume.returncode
-    return ns
-
-
-def test_resume_finishes_a_study_whose_driver_was_killed(killed_and_resumed):
-    k = killed_and_resumed
-    for kill in k.kills:
+def test_resume_finishes_a_study_whose_driver_was_killed(stopped):
+    k, killed = stopped, kills(stopped)
+    assert list(killed) == ["kill-search", "kill-between", "kill-confirm"]
+    for kill in killed.values():
         assert kill.ray_sessions, "a killed driver had started no Ray session"
         assert kill.sockets and not_loopback(kill.sockets) == []   # its Ray stayed on 127.0.0.1
         assert kill.left_alive == [], "processes of a killed driver survived its process group's SIGKILL"
-    assert len(k.killed_after) < 6   # the first kill was mid-search
-    assert 1 <= k.confirm_done_at_kill < 2 * len(RESUME_ARMS)   # the third, mid-confirmation
-    assert k.resume_rc == 0, f"resume failed:\n{k.resume_stderr[-4000:]}"
-    assert k.resume_left_alive == [], "the resumed run left Ray processes behind"
+    assert len(killed["kill-search"].ended_in_optuna) < 6   # the first kill was mid-search
+    assert killed["kill-between"].phase_at_signal == "confirm"
+    assert 1 <= killed["kill-confirm"].finished_in_confirm < CONFIRMATIONS   # mid-confirmation
+    assert k.final.rc == 0, f"resume failed:\n{k.final.stderr[-4000:]}"
+    assert k.final.left_alive == [], "the resumed run left Ray processes behind"
     assert json.loads((k.out / "study.json").read_text())["phase"] == "done"
     trials = pd.read_parquet(k.out / "trials.parquet")
-    assert (trials.phase == "confirm").sum() == 2 * len(RESUME_ARMS)   # two seeds per arm
+    assert (trials.phase == "confirm").sum() == CONFIRMATIONS   # every seed of every arm
     assert (trials[trials.phase == "confirm"].status == "completed").all()
 
 
-def test_resume_loses_and_repeats_nothing(killed_and_resumed):
-    k = killed_and_resumed
-    assert k.resume_rc == 0, f"resume failed:\n{k.resume_stderr[-4000:]}"
+def test_resume_loses_and_repeats_nothing(stopped):
+    k = stopped
+    assert k.final.rc == 0, f"resume failed:\n{k.final.stderr[-4000:]}"
     trials = pd.read_parquet(k.out / "trials.parquet")
     epochs = pd.read_parquet(k.out / "epochs.parquet")
     search = trials[trials.phase == "search"]
     storage = f"sqlite:///{k.out / 'optuna.db'}"
     problems = []
-    if len(search) != 6 or search.groupby("arm").size().to_dict() != {a: 3 for a in RESUME_ARMS}:
+    if len(search) != 6 or search.groupby("arm").size().to_dict() != {a: 3 for a in ARMS}:
         problems.append(f"search trials per arm: {search.groupby('arm').size().to_dict()}")
     if dup := epochs[epochs.duplicated(["phase", "trial_id", "epoch"])].trial_id.tolist():
         problems.append(f"epochs reported twice in epochs.parquet: {dup}")
@@ -225,7 +127,7 @@ def test_resume_loses_and_repeats_nothing(killed_and_resumed):
         if got != list(range(1, row.epochs_run + 1)) or row.status not in ("completed", "pruned"):
             problems.append(f"{row.phase} {row.trial_id}: status {row.status}, epochs {got}")
     # trials seen before the kill keep their ids, and what they had reported is kept, not re-run
-    for name, rows_before in k.before.items():
+    for name, rows_before in kills(k)["kill-search"].search.items():
         trial_id = name.rsplit("_", 1)[1]
         after = read_results(k.out / "search" / name)
         if trial_id not in set(search.trial_id):
@@ -242,8 +144,8 @@ def test_resume_loses_and_repeats_nothing(killed_and_resumed):
             if r["epoch"] in first and any(r[m] != first[r["epoch"]][m] for m in METRICS):
                 problems.append(f"{trial_id}: epoch {r['epoch']} ran again with other results")
             first.setdefault(r["epoch"], r)
-    for arm in RESUME_ARMS:
-        study = optuna.load_study(study_name=study_name("resumable", arm), storage=storage)
+    for arm in ARMS:
+        study = optuna.load_study(study_name=study_name(SPEC["name"], arm), storage=storage)
         states = [t.state.name for t in study.trials]
         mine = search[search.arm == arm]
         if len(states) != 3 or "RUNNING" in states:
@@ -262,25 +164,58 @@ def test_resume_loses_and_repeats_nothing(killed_and_resumed):
     assert problems == [], "\n".join(problems)
 
 
-def test_progress_view_prints_trial_counts(killed_and_resumed):
+def test_progress_view_prints_trial_counts(stopped):
     # stdout is a file here, not a terminal: progress lines, and each arm's summary once a phase ends
-    k = killed_and_resumed
+    k = stopped
+    every = "".join(stop.output for stop in k.stops) + k.final.stdout
     best = r", best val_acc \d\.\d{4} \(mlp-h(16|32)\)"
-    assert re.search(r"^\[search\] \d/6 trials finished \(running \d\), elapsed \d+m\d\ds, ETA ", k.run_stdout, re.M)
-    assert re.search(rf"^\[search\] 6/6 trials finished, elapsed \d+m\d\ds{best}$", k.run_stdout, re.M)
-    for arm in RESUME_ARMS:
-        summary = re.findall(rf"^  {arm} +done 3/3, epochs \d+/12, best val_acc \d\.\d{{4}}$", k.run_stdout, re.M)
-        assert len(summary) == 1, f"{arm}: search summary lines {summary}"
-    assert re.search(rf"^\[confirm\] 4/4 trials finished, elapsed \d+m\d\ds{best}$", k.resume_stdout, re.M)
-    assert re.search(r"^  mlp-h16 +done 2/2, epochs 8/8, best val_acc ", k.resume_stdout, re.M)
+    assert re.search(r"^\[search\] \d/6 trials finished \(running \d\), elapsed \d+m\d\ds, ETA ", every, re.M)
+    assert re.search(rf"^\[search\] 6/6 trials finished, elapsed \d+m\d\ds{best}$", every, re.M)
+    for arm in ARMS:
+        summary = re.findall(rf"^  {arm} +done 3/3, epochs \d+/12, best val_acc \d\.\d{{4}}$", every, re.M)
+        assert len(summary) == 2, f"{arm}: summary lines {summary} (one per phase)"
+    assert re.search(rf"^\[confirm\] {CONFIRMATIONS}/{CONFIRMATIONS} trials finished, elapsed \d+m\d\ds{best}$",
+                     k.final.stdout, re.M)
+    assert re.search(r"^  mlp-h16 +done 3/3, epochs 12/12, best val_acc ", k.final.stdout, re.M)
 
 
-def test_api_key_is_never_written(tiny, killed_and_resumed, study_env, tmp_path):
+def test_api_key_is_never_written(tiny, stopped, study_env, tmp_path):
     key = study_env["WANDB_API_KEY"].encode()
     # the study folders, W&B's folders, and the Ray session folders (logs) of every driver started
-    roots = [tiny.out, killed_and_resumed.out, study_env["home"], *killed_and_resumed.ray_sessions]
+    sessions = [path for driver in (*stopped.stops, stopped.final) for path in driver.ray_sessions]
+    roots = [tiny.out, stopped.out, study_env["home"], *sessions]
     files = [p for root in roots for p in Path(root).rglob("*") if p.is_file()]
     assert len(files) > 100 and any(p.suffix == ".wandb" for p in files)
     (tmp_path / "planted.txt").write_bytes(b"x" + key + b"y")   # the scan itself finds a key
     assert files_containing([tmp_path], key) == [tmp_path / "planted.txt"]
     assert files_containing(roots, key) == []
+
+
+def test_a_confirmation_whose_saved_state_was_cut_runs_again(stopped, ray_local, tmp_path, capsys):
+    """Tune copies its saved state into a local study folder in place: a driver SIGKILLed during the
+    copy can leave files of it empty (seen in this module's chain of kills: confirm/search_gen_state-*.json and
+    searcher-state-*.pkl at 0 bytes), and Tune's restore then failed and ran the confirmation again
+    beside its old trials. A copy of the finished study, set back to its confirmation with those two
+    files emptied: `resume` sets the old confirmation aside and runs it again, to the same results."""
+    old = pd.read_parquet(stopped.out / "trials.parquet")
+    out = tmp_path / "stopped"
+    shutil.copytree(stopped.out, out)
+    runner.reopen(out).mark(phase="confirm")
+    emptied = [max((out / "confirm").glob(p)) for p in ("search_gen_state-*.json", "searcher-state-*.pkl")]
+    for path in emptied:
+        path.write_bytes(b"")
+    runner.reopen(out).run()
+    assert f"warning: {emptied[0]} is damaged" in capsys.readouterr().err
+    assert phase_of(out) == "done"
+    new = pd.read_parquet(out / "trials.parquet")
+    [aside] = out.glob("confirm.interrupted-*")
+    assert {p.name for p in aside.iterdir() if p.is_dir()} == set(old[old.phase == "confirm"].path.str[8:])
+    keys, values = ["arm", "seed"], ["status", "epochs_run", "config", "best_val_acc", "final_train_loss",
+                                     "final_val_acc", "final_test_acc"]
+    again, before = (t[t.phase == "confirm"].sort_values(keys)[keys + values].reset_index(drop=True)
+                     for t in (new, old))
+    assert len(again) == CONFIRMATIONS and (again.status == "completed").all()
+    pd.testing.assert_frame_equal(again, before)   # the same runs, trained again
+    assert set(new[new.phase == "confirm"].trial_id).isdisjoint(old.trial_id)
+    pd.testing.assert_frame_equal(new[new.phase == "search"].reset_index(drop=True),
+                                  old[old.phase == "search"].reset_index(drop=True))

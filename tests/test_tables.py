@@ -1,13 +1,17 @@
 """The result log that the tables are built from (study/tables.py) keeps every report of a trial
-whose worker died: python -m pytest tests/test_tables.py"""
+whose worker died, and of a trial that a new driver runs again from scratch:
+python -m pytest tests/test_tables.py"""
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
 
 import pytest
 from ray import tune
+from ray.train._internal.storage import StorageContext
+from ray.tune.experiment.trial import Trial as TuneTrial
 from ray.tune.logger import JsonLoggerCallback
 
 from study import tables
@@ -70,3 +74,28 @@ def test_result_log_keeps_the_reports_made_before_a_worker_died(ray_local, study
     else:
         assert epochs == list(range(1, EPOCHS + 1))
         assert [r["epoch"] for r in tables.read_results(tmp_path / "log" / "only")] == epochs
+
+
+@pytest.mark.parametrize("log", [JsonLoggerCallback, tables.ResultLog], ids=["ray", "archstudy"])
+def test_a_new_driver_keeps_the_reports_of_a_trial_it_runs_again_from_scratch(ray_local, tmp_path, log):
+    """A driver stopped before Tune registered a trial's first checkpoint (seen after Ctrl+C in
+    test_interrupt): the next driver's loggers start the trial again (Tune's on_trial_start) with
+    no checkpoint and no file of their own, while storage holds the first run's reports. Ray's
+    logger starts an empty file, which then replaces the storage's; ResultLog continues it."""
+    storage = StorageContext(storage_path=str(tmp_path), experiment_dir_name="search")
+    trial, never = (TuneTrial("Trial", config={"arm": "only"}, trial_id=i, storage=storage, stub=True)
+                    for i in ("first", "never"))   # `never`: a trial that never started before
+    for t in (trial, never):
+        t.init_local_path()   # its folder name, and its folder on the driver, as Tune makes them
+    stored = Path(trial.storage.trial_fs_path, "result.json")
+    stored.parent.mkdir(parents=True)
+    stored.write_text(json.dumps({"epoch": 1, "pid": 1}) + "\n")   # the stopped driver's
+    logger = log()
+    for t in (trial, never):
+        assert t.checkpoint is None and not Path(t.local_path, "result.json").exists()
+        logger.on_trial_start(0, [trial, never], t)
+        logger.on_trial_result(1, [trial, never], t, {"epoch": 1, "pid": 2, "config": {}})
+        logger.on_trial_complete(2, [trial, never], t)
+    kept = [row["pid"] for row in read_results(Path(trial.local_path))]
+    assert kept == ([2] if log is JsonLoggerCallback else [1, 2])   # the copy that goes to storage
+    assert [row["pid"] for row in read_results(Path(never.local_path))] == [2]
