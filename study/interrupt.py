@@ -17,6 +17,11 @@ Tune's last periodic save stands, as after a kill, which resume copes with) on a
 Tune has not stopped within STOP_GRACE_S, and when the signal reached Ray's own processes too (a
 SIGTERM to the whole process group, as `timeout` and Slurm send): Tune then waits on a dead Ray
 for a minute, after which Ray's core worker ends the driver with exit code 1.
+
+A Python signal handler runs only when the main thread returns to the interpreter, and Ray's
+synchronous calls to its GCS block in C for up to a minute once the GCS is gone. So the interpreter
+also writes each signal's number to a pipe (signal.set_wakeup_fd) the moment it arrives, and a
+thread reading it watches the stop (Ray lost, the grace period) without waiting for the main thread.
 """
 from __future__ import annotations
 
@@ -53,6 +58,9 @@ class _State:
     signum = None        # the first signal received in the outermost block
     tuning = False       # inside fitting()
     saved: dict = {}     # the handlers before the outermost block
+    wakeup = -1          # the wakeup fd before ours (-1: none)
+    watching = threading.Lock()   # held once a thread watches the stop
+    stopping = threading.Lock()   # held by the one thread that ends the process
 
 
 def requested() -> bool:
@@ -70,13 +78,26 @@ def _handle(signum, frame) -> None:
             # Not once Ray is gone: Tune would start copying the trials' logs to the study folder,
             # and be cut short in the middle of a file by the stop below (a log would lose lines).
             if signum == signal.SIGTERM and _ray_lost(within=RAY_GONE_S):
-                _stop_now("the signal stopped Ray's own processes too")
+                _stop_now("the signal stopped Ray's own processes too", signum)
             stop(signum, frame)
-            threading.Thread(target=_watch_the_stop, daemon=True).start()
+            _watch_the_stop(signum)
             return
         if not first:
-            _stop_now("a second signal")
+            _stop_now("a second signal", _State.signum)
     raise Interrupted(_State.signum)
+
+
+def _listen(read_fd: int) -> None:
+    """The wakeup pipe's reader: a stop signal during fit() starts the watch at once, even while
+    the main thread is blocked in C (its handler then runs only when the call returns)."""
+    while True:
+        received = os.read(read_fd, 64)
+        if not received:   # catching() has ended and closed the write end
+            os.close(read_fd)
+            return
+        for signum in received:
+            if signum in SIGNALS and _State.tuning:
+                _watch_the_stop(signum)
 
 
 def _ray_lost(within: float = 0.0) -> bool:
@@ -98,13 +119,23 @@ def _ray_lost(within: float = 0.0) -> bool:
         time.sleep(0.05)
 
 
-def _watch_the_stop() -> None:
+def _watch_the_stop(signum: int) -> None:
+    """Start, once, a thread that ends the process if Ray's processes die (a SIGTERM to the group
+    reaches them within RAY_GONE_S) or Tune has not stopped within STOP_GRACE_S."""
+    if _State.watching.acquire(blocking=False):
+        threading.Thread(target=_watch, args=(signum,), daemon=True).start()
+
+
+def _watch(signum: int) -> None:
+    reason = "the signal stopped Ray's own processes too"
+    if signum == signal.SIGTERM and _ray_lost(within=RAY_GONE_S):
+        _stop_now(reason, signum)
     deadline = time.monotonic() + STOP_GRACE_S
     while _State.tuning:
         if _ray_lost():
-            _stop_now("the signal stopped Ray's own processes too")
+            _stop_now(reason, signum)
         if time.monotonic() > deadline:
-            _stop_now(f"Ray Tune did not stop within {STOP_GRACE_S} s")
+            _stop_now(f"Ray Tune did not stop within {STOP_GRACE_S} s", signum)
         time.sleep(0.5)
 
 
@@ -124,19 +155,22 @@ def _finish_copies(timeout: float = 10.0) -> None:
         time.sleep(0.2)
 
 
-def _stop_now(reason: str) -> None:
+def _stop_now(reason: str, signum: int) -> None:
+    if not _State.stopping.acquire(blocking=False):
+        while True:   # another thread is ending the process
+            time.sleep(1)
     _finish_copies()
     for stop in list(at_stop_now):   # e.g. the live table gives the terminal back its cursor
         try:
             stop()
         except Exception:   # the process stops all the same
             pass
-    name = signal.Signals(_State.signum).name
+    name = signal.Signals(signum).name
     print(f"\ninterrupted by {name}: {reason}, so the study stops at once, at Ray Tune's last saved "
           f"state (as after a kill); the phase is unfinished" + (f"; {resume_hint}" if resume_hint else ""),
           file=sys.stderr, flush=True)
     sys.stdout.flush()
-    os._exit(128 + _State.signum)
+    os._exit(128 + signum)
 
 
 @contextmanager
@@ -151,6 +185,11 @@ def catching():
         _State.saved = {s: signal.getsignal(s) for s in SIGNALS}
         _State.signum = None
         tune_handler = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)   # the interpreter's C handler must never block on it
+        _State.wakeup = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        _State.watching, _State.stopping = threading.Lock(), threading.Lock()
+        threading.Thread(target=_listen, args=(read_fd,), daemon=True, name="signal-listener").start()
     # Tune would otherwise install its own SIGINT handler for the duration of fit()
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     for s in SIGNALS:
@@ -163,6 +202,7 @@ def catching():
         if outer:
             for s, handler in _State.saved.items():   # None: a handler set outside Python (Ray's)
                 signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+            os.close(signal.set_wakeup_fd(_State.wakeup))   # ours: the listener reads EOF and ends
             if tune_handler is None:
                 os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
             else:

@@ -14,15 +14,23 @@ the finished study must have lost and repeated nothing.
 """
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import optuna
 import pandas as pd
 
+from processes import reap, wait_until
 from studies import read_results
 from stopped import ARMS, CONFIRMATIONS, SPEC, phase_of
 from study.searcher import study_name
 from wandb_files import METRICS, trial_epochs
+
+REPO = Path(__file__).resolve().parents[1]
 
 def interrupted(stopped) -> list:
     """The drivers stopped by SIGINT or SIGTERM, in order."""
@@ -102,3 +110,48 @@ def test_resume_finishes_the_interrupted_study_losing_and_repeating_nothing(stop
             if len(row) == 1 and sorted(t.intermediate_values) != list(range(1, row.epochs_run.iloc[0] + 1)):
                 problems.append(f"Optuna {arm} #{t.number}: values at {sorted(t.intermediate_values)}")
     assert problems == [], "\n".join(problems)
+
+
+BLOCKED_DRIVER = """
+import ctypes, sys
+import ray
+from study import interrupt, runner
+runner.keep_ray_on_loopback()
+with interrupt.catching():
+    ray.init(num_cpus=1, include_dashboard=False, logging_level="ERROR")
+    interrupt.reinstall()
+    with interrupt.fitting():
+        print("blocked", flush=True)
+        # a call that never returns to the interpreter, as Ray's synchronous calls to a GCS the
+        # same signal stopped: the main thread's Python handler cannot run
+        mutex = ctypes.create_string_buffer(64)
+        libc = ctypes.CDLL(None)
+        libc.pthread_mutex_lock(mutex)
+        libc.pthread_mutex_lock(mutex)
+"""
+
+
+def test_a_group_sigterm_stops_a_driver_blocked_in_c(study_env, tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    log = tmp_path / "driver.out"
+    with open(log, "wb") as out:
+        driver = subprocess.Popen([sys.executable, "-c", BLOCKED_DRIVER], cwd=REPO, env=env, stdout=out,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            assert wait_until(lambda: b"blocked" in log.read_bytes() or driver.poll() is not None, 120)
+            time.sleep(1)   # inside the blocking call
+            os.killpg(driver.pid, signal.SIGTERM)
+            started, rc = time.monotonic(), None
+            try:
+                rc = driver.wait(timeout=60)
+            except subprocess.TimeoutExpired:   # the fault: the driver waits for its blocked main thread
+                pass
+            seconds = time.monotonic() - started
+        finally:
+            left = reap(driver, timeout=20)
+    output = log.read_text(errors="replace")
+    assert rc == 143, f"exit code {rc}:\n{output[-2000:]}"
+    assert seconds < 20, f"{seconds:.0f} s to stop"
+    assert "the signal stopped Ray's own processes too" in output.splitlines()[-1], output[-2000:]
+    assert left == [], left
