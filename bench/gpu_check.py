@@ -4,13 +4,16 @@ reproducibility and the specs' GPU-hours, printed as one JSON summary (issue 15)
     python3 bench/gpu_check.py --out gpu_check.json   # on a CUDA machine: at most ~7 min (--budget)
     python3 bench/gpu_check.py --dry-run              # the same code paths on the CPU, in seconds
 
-With the `device` tool (H200; no Ray, Optuna or W&B there; this repository travels), from the root:
+With the `device` tool (H200, Python 3.12; no registry, no Ray, Optuna, W&B or pydantic there; this
+repository travels), from the root: fetch pydantic's wheels for it here, then carry them:
 
-    PYTHONPATH=. python3 bench/gpu_check.py --out $OUT/gpu_check.json     (timeout_s 540)
+    .venv/bin/pip download --only-binary=:all: --python-version 3.12 \
+        --platform manylinux2014_x86_64 -d bench/wheels pydantic          # ~3 MB, git-ignored
+    run(carry=["bench/wheels"], timeout_s=540, command="pip install -q --no-index --target /tmp/py
+        bench/wheels/*.whl && PYTHONPATH=.:/tmp/py python3 bench/gpu_check.py --out $OUT/gpu_check.json")
 
-Needs only torch, torchvision, numpy, pyyaml, pydantic (trainables/config.py's TrainingOptions; the
-H200 image lacks it: carry its wheels, with pydantic-core, annotated-types and typing-inspection)
-and trainables (the script puts the repository root on sys.path itself). Sections of the JSON:
+Needs only torch, torchvision, numpy, pyyaml, pydantic (trainables/config.py's TrainingOptions, with
+pydantic-core, annotated-types and typing-inspection) and trainables (the script puts the repository root on sys.path itself). Sections of the JSON:
   throughput   bench/throughput.py's comparison on CUDA: mlp, resnet18, vgg16 at full width on
                3x32x32 data, batch 64 and 128: samples/s of archstudy's loop (Trainer.train_epoch,
                gradient flow on) against the bare loop and the lab-style DataLoader; achieved
