@@ -162,11 +162,12 @@ def expected_best(scores, mode: str = "max") -> tuple[np.ndarray, np.ndarray]:
     big_n = len(v)
     if not big_n:
         return np.array([]), np.array([])
-    i = np.arange(1, big_n + 1)
-    n = i[:, None]                                         # one row per budget n, one column per v(i)
-    weights = (i / big_n) ** n - ((i - 1) / big_n) ** n    # P(the best of n draws is v(i))
-    mean = weights @ v
-    var = np.clip(weights @ v ** 2 - mean ** 2, 0.0, None)   # rounding can make it a hair negative
+    # eq. 1's sum_i v(i) (F(i)^n - F(i-1)^n), F(i) = i/N, summed by parts: v(N) - sum_{i<N} F(i)^n
+    # (v(i+1) - v(i)). The same number, but exact where scores tie (no 1e-17 "gain" on equal ones).
+    below = (np.arange(1, big_n) / big_n) ** np.arange(1, big_n + 1)[:, None]   # F(i)^n: n rows, i < N
+    mean = v[-1] - below @ np.diff(v)
+    square = v[-1] ** 2 - below @ np.diff(v ** 2)                               # E[best^2], alike
+    var = np.clip(square - mean ** 2, 0.0, None)   # rounding can make it a hair negative
     return sign * mean, np.sqrt(var)
 
 

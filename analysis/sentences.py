@@ -61,7 +61,10 @@ def _limited(arms: list) -> str:
 
 
 def _thin(row) -> str:
-    """The under-searched note of a table row (its `under_searched` arms; none without the column)."""
+    """The under-searched note of a table row (its `under_searched` arms; none without the column,
+    nor for a 'too few ...' verdict, which claims nothing)."""
+    if str(getattr(row, "verdict", "")).startswith("too few"):
+        return ""
     return under_searched_note(getattr(row, "under_searched", None) or [])
 
 

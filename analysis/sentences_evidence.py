@@ -20,7 +20,7 @@ MAX_LISTED = 6   # pairs: up to this many, each gets a sentence; beyond, the dec
 def under_searched_note(arms) -> str:
     """' Under-searched: ...' for a sentence whose verdict involves `arms` (a list; '' if empty)."""
     return (f" Under-searched: {', '.join(arms)} completed fewer than {MIN_COMPLETED} search "
-            "trials, so this compares a barely tuned configuration as much as an architecture."
+            "trials; a barely tuned configuration may explain this as much as the architecture."
             if arms else "")
 
 
@@ -73,17 +73,20 @@ def expected_best(curve: pd.DataFrame, metric: str, mode: str) -> list[str]:
     """Per arm, evidence.expected_best_table() at 1 trial, half the trials and all of them."""
     if curve.empty:
         return ["No completed search trial with a score: no expected-best curve."]
-    parts = []
+    parts, sign = [], 1.0 if mode == "max" else -1.0
     for arm, g in curve.groupby("arm", sort=False):
         last = g.iloc[-1]
         half = g[g["trials"] == max(1, (len(g) + 1) // 2)].iloc[0]
-        gain = (f", {num(last['expected'] - half['expected'])} more than at {int(half['trials'])}"
-                if len(g) > 1 else "")
+        gain = (f", a gain of {num(sign * (last['expected'] - half['expected']))} over "
+                f"{int(half['trials'])}")
         cost = (f" (about {num(last['cpu_seconds'])} reserved CPU-s)"
                 if pd.notna(last["cpu_seconds"]) and last["cpu_seconds"] > 0 else "")
+        if len(g) == 1:
+            parts.append(f"{arm} {num(last['expected'])} from its only completed trial{cost}")
+            continue
         parts.append(f"{arm} {num(g['expected'].iloc[0])} with 1 trial (the mean), "
-                     f"{num(last['expected'])} +- {num(last['std'])} with all {int(last['trials'])}"
-                     f"{cost}{gain}")
+                     f"{num(last['expected'])} +- {num(last['std'])} with all {int(last['trials'])} "
+                     f"trials{cost}{gain}")
     best = "maximum" if mode == "max" else "minimum"
     return [f"Expected best final {metric} of a search of n completed trials (Dodge et al. 2019: the "
             f"expected {best} of n draws from the arm's completed search scores): " + "; ".join(parts)
@@ -104,9 +107,11 @@ def space_audit(audit: pd.DataFrame, space: dict) -> list[str]:
             position = r.get(f"position_{p}")
             if edge(position):
                 scale = " on the log scale" if kind == "loguniform" else ""
+                few = (f" (from only {r['completed']} completed trial(s): weak evidence)"
+                       if r["under_searched"] else "")
                 text.append(f"{r['arm']}: its best {p} {num(r[f'best_{p}'])} lies at position "
                             f"{num(position, 2)} of its range [{args[0]}, {args[1]}]{scale}, in the "
-                            f"outer {EDGE:.0%}: widen the range.")
+                            f"outer {EDGE:.0%}{few}: widen the range.")
     text.append("Search trials stopped early by ASHA (pruned), diverged and failed, per arm: " + "; ".join(
         f"{r['arm']} {r['pruned']} pruned ({r['share_pruned']:.0%}), {r['diverged']} diverged "
         f"({r['share_diverged']:.0%}), {r['error']} failed ({r['share_error']:.0%}) of {r['trials']}"

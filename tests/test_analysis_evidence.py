@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import evidence, questions, space_audit
+from analysis import evidence, figures_evidence, questions, space_audit
 from analysis.sentences_evidence import FEW_RUNS
 
 LR = {"lr": ("loguniform", [0.001, 0.3])}
@@ -85,6 +85,10 @@ def test_expected_best_matches_brute_force_resampling():
     scores = rng.normal(0.8, 0.05, size=12)
     mean, std = evidence.expected_best(scores)
     assert mean[0] == pytest.approx(scores.mean()) and np.all(np.diff(mean) > 0)
+    v, big_n = np.sort(scores), len(scores)   # Dodge et al.'s eq. 1 as written
+    eq1 = [sum(v[i - 1] * ((i / big_n) ** n - ((i - 1) / big_n) ** n) for i in range(1, big_n + 1))
+           for n in range(1, big_n + 1)]
+    assert mean == pytest.approx(eq1) and mean[-1] < v[-1]
     for n in (1, 2, 5, 12):
         draws = rng.choice(scores, size=(100_000, n)).max(axis=1)
         assert mean[n - 1] == pytest.approx(draws.mean(), abs=1e-3), n
@@ -92,6 +96,8 @@ def test_expected_best_matches_brute_force_resampling():
     low, _ = evidence.expected_best(scores, "min")   # the best of a loss is its minimum
     assert np.allclose(low, -evidence.expected_best(-scores)[0]) and np.all(np.diff(low) < 0)
     assert evidence.expected_best([np.nan])[0].size == 0
+    flat = evidence.expected_best([0.1, 0.1, 0.1])
+    assert flat[0].tolist() == [0.1] * 3 and flat[1].tolist() == [0.0] * 3   # exact on ties
 
 
 def test_expected_best_table_costs_n_times_the_search_cost_per_completed_trial():
@@ -138,3 +144,16 @@ def test_the_audit_flags_edges_and_under_searched_arms_in_ranking_and_depth():
     assert any("Under-searched: thin" in s for s in answers["ranking"]["text"])
     assert any("Under-searched: thin" in s and "At depth 20" in s for s in answers["depth"]["text"])
     assert any("widen the range" in s for s in answers["evidence"]["text"])
+
+
+def test_the_expected_best_figure_overlays_arms_and_says_what_it_assumes():
+    rows = [{"phase": "search", "status": "completed", "arm": arm, "final_val_acc": 0.5 + 0.1 * i,
+             "cpu_seconds": 10.0, "gpu_seconds": 0.0, "wall_seconds": 10.0}
+            for arm in ("a", "b") for i in range(3)]
+    fig = figures_evidence.expected_best(evidence.expected_best_table(pd.DataFrame(rows)), "val_acc",
+                                         {"a": "#1f77b4", "b": "#ff7f0e"})
+    lines = [t for t in fig.data if t.mode == "lines+markers"]
+    assert [t.name for t in lines] == ["a", "a", "b", "b"]   # trials and CPU-seconds; no GPU reserved
+    assert list(lines[1].x) == [10.0, 20.0, 30.0] and "TPE and ASHA trials are not" in fig.layout.title.text
+    assert figures_evidence.expected_best(evidence.expected_best_table(pd.DataFrame()), "val_acc",
+                                          {}).layout.annotations
