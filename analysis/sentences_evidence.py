@@ -11,7 +11,7 @@ import pandas as pd
 from .common import ci, num
 from .evidence import MEANINGFUL, MIN_PAIRED_RUNS, RESAMPLES
 from .figures_evidence import INDEPENDENCE
-from .space_audit import EDGE, MIN_COMPLETED, edge
+from .space_audit import EDGE, MIN_COMPLETED, dimension, edge
 
 FEW_RUNS = "too few paired runs for the bootstrap to mean much"
 MAX_LISTED = 6   # pairs: up to this many, each gets a sentence; beyond, the decided and matched ones
@@ -103,7 +103,8 @@ def space_audit(audit: pd.DataFrame, space: dict) -> list[str]:
         return []
     text = []
     for r in audit.to_dict("records"):
-        for p, (kind, args) in space.items():
+        for p, dim in space.items():
+            kind, args = dimension(dim)
             position = r.get(f"position_{p}")
             if edge(position):
                 scale = " on the log scale" if kind == "loguniform" else ""

@@ -20,7 +20,9 @@ import math
 import pandas as pd
 
 from .common import rows
-from .importance import best_configs
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+from .importance import best_configs, to_distribution
 
 EDGE = 0.10          # outer share of a range (each end) where a best value says "widen the range"
 MIN_COMPLETED = 3    # completed search trials an arm needs not to be "under-searched"
@@ -46,6 +48,16 @@ def range_position(value, kind: str, args: list) -> float:
     if not (math.isfinite(x) and high > low):
         return float("nan")
     return (x - low) / (high - low)
+
+
+def dimension(dim) -> tuple[str, list]:
+    """(kind, args) of a search dimension in any form importance.to_distribution() takes (a spec
+    Distribution, a (kind, args) pair, {kind: args}, an Optuna distribution)."""
+    dist = to_distribution(dim)
+    if isinstance(dist, CategoricalDistribution):
+        return "choice", list(dist.choices)
+    kind = ("loguniform" if dist.log else "uniform") if isinstance(dist, FloatDistribution) else "int"
+    return kind, [dist.low, dist.high]
 
 
 def edge(position: float, margin: float = EDGE) -> str | None:
@@ -75,9 +87,9 @@ def space_audit(trials: pd.DataFrame, space: dict, metric: str = "val_acc",
                 mode: str = "max") -> pd.DataFrame:
     """One row per arm with search trials: search_counts(), then `widen` (the searched parameters
     whose best value lies in the outer EDGE of its range, as "lr (high end)") and, per parameter
-    p of `space` ({name: (kind, args)}, the spec's search.space), best_<p> (its value in the best
-    completed search trial, importance.best_configs) and position_<p> (range_position(); NaN for
-    a choice or without a completed trial). Needs the columns of search_counts() and param_<p>."""
+    p of `space` ({name: dimension}, the spec's search.space; see dimension()), best_<p> (its
+    value in the best completed search trial, importance.best_configs) and position_<p>
+    (range_position(); NaN for a choice or without a completed trial). Needs the columns of search_counts() and param_<p>."""
     counts = search_counts(trials, metric)
     if counts.empty:
         return pd.DataFrame(columns=AUDIT_COLUMNS)
@@ -85,9 +97,9 @@ def space_audit(trials: pd.DataFrame, space: dict, metric: str = "val_acc",
     table = []
     for r in counts.to_dict("records"):
         row, widen = {**r, "widen": []}, []
-        for p, (kind, args) in space.items():
+        for p, dim in space.items():
             value = best.loc[r["arm"]].get(f"param_{p}") if r["arm"] in best.index else None
-            position = range_position(value, kind, args)
+            position = range_position(value, *dimension(dim))
             row |= {f"best_{p}": value, f"position_{p}": position}
             if edge(position):
                 widen.append(f"{p} ({edge(position)} end)")
