@@ -12,8 +12,8 @@ from pathlib import Path
 from studyfiles.errors import StudyError
 
 from . import figures as fig
-from . import io, questions, signalprop
-from .common import jsonable
+from . import figures_evidence, io, questions, signalprop
+from .common import jsonable, records
 from .cost import cost_answer, cost_table
 from .headline import headline, headline_text
 from .report import render_html, render_markdown, render_terminal
@@ -40,7 +40,6 @@ def compute(tables: io.StudyTables, level: float = 0.95) -> tuple[dict, dict, di
         level=level)
     frames["cost"] = cost_table(t, spec.metric, spec.mode, level)
     answers["cost"] = jsonable(cost_answer(frames["cost"], spec.metric))
-    answers["text"] += answers["cost"]["text"]
     profile = frames["gradient_profile"]   # completed confirmation trials only
     colors = fig.arm_colors(tables.arms)
     figures = {
@@ -53,10 +52,15 @@ def compute(tables: io.StudyTables, level: float = 0.95) -> tuple[dict, dict, di
         "importance_bars": fig.importance_bars(frames["importances"], colors),
         "cost_pareto": fig.cost_pareto(frames["cost"], spec.metric, colors, level),
     }
-    # signal propagation (analysis/signalprop.py): its numbers join the 'why' answers
+    figures["expected_best"] = figures_evidence.expected_best(frames["expected_best"], spec.metric, colors)
+    # signal propagation (analysis/signalprop.py): its numbers and sentences join the 'why' answers
     frames["signal_profile"] = signalprop.signal_profile(tables.signalprop, "confirm", t)
-    answers["why"]["signal_propagation"] = signalprop.signal_answer(tables.signalprop, "confirm", t)
+    growth = signalprop.signal_growth(tables.signalprop, "confirm", t)
+    answers["why"]["signal_propagation"] = records(growth)
+    answers["why"]["text"] += signalprop.sentences(growth, recorded=not tables.signalprop.empty)
     figures["signal_propagation"] = fig.signal_propagation(frames["signal_profile"], colors)
+    # every sentence, section by section in the answers' order (the cost's after the questions')
+    answers["text"] = [s for key in (*questions.TABLES, "cost") for s in answers[key]["text"]]
     return answers, figures, frames
 
 

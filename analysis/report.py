@@ -17,7 +17,7 @@ import plotly.io as pio
 BUDGET = "0. Budget: did every arm train?"
 SECTIONS = ((("budget",), BUDGET), (("ranking", "pairwise"), "1. Ranking"), (("depth",), "2. Depth"),
             (("why",), "3. Why: gradient flow"), (("convergence",), "4. Convergence"),
-            (("search",), "5. Search and cost"))
+            (("search",), "5. Search and cost"), (("evidence",), "6. Evidence beyond one search"))
 STYLE = """
 body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; max-width: 1200px;
        margin: 2em auto; padding: 0 1em; color: #222; line-height: 1.45; }
@@ -100,7 +100,8 @@ def html_table(rows: list[dict]) -> str:
 FIGURES_BY_SECTION = {BUDGET: (), "1. Ranking": ("learning_curves",), "2. Depth": ("depth_effect",),
                       "3. Why: gradient flow": ("gradflow_heatmaps", "attenuation_curves"),
                       "4. Convergence": ("generalisation_gap",),
-                      "5. Search and cost": ("search_curves", "importance_bars")}
+                      "5. Search and cost": ("search_curves", "importance_bars"),
+                      "6. Evidence beyond one search": ("expected_best",)}
 
 
 def headline_html(top: dict) -> str:

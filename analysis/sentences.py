@@ -21,6 +21,7 @@ from .budget import CHANCE_MARGIN
 from .common import (TRAIN_LOSS, ci, left_out_text, line_name, num, pval, test_column,
                      unconfirmed_text)
 from .importance import MIN_TRIALS_FOR_IMPORTANCE
+from .sentences_evidence import evidence, under_searched_note
 from .sentences_why import batchnorm, degradation, why
 
 
@@ -40,7 +41,8 @@ def words(found: dict, metric: str = "val_acc", mode: str = "max", level: float 
             "why": {"degradations": degradations, "batchnorm": with_bn,
                     "text": why(found["why"], degradations, with_bn, metric)},
             "convergence": {"text": convergence(found["convergence"], metric, level)},
-            "search": {"text": search(found["search"], metric)}}
+            "search": {"text": search(found["search"], metric)},
+            "evidence": {"text": evidence(found["evidence"], metric, mode, level)}}
 
 
 def label(column: str, running: bool = False) -> str:
@@ -56,6 +58,14 @@ def label(column: str, running: bool = False) -> str:
 def _limited(arms: list) -> str:
     return (f" Budget-limited: {', '.join(arms)} did not train within the budget, so this is not an "
             "architecture effect." if arms else "")
+
+
+def _thin(row) -> str:
+    """The under-searched note of a table row (its `under_searched` arms; none without the column,
+    nor for a 'too few ...' verdict, which claims nothing)."""
+    if str(getattr(row, "verdict", "")).startswith("too few"):
+        return ""
+    return under_searched_note(getattr(row, "under_searched", None) or [])
 
 
 def _with_text(entry: dict, text: str) -> dict:
@@ -117,6 +127,9 @@ def ranking(found: dict, metric: str, mode: str, level: float) -> list[str]:
     elif best["n"] >= 2:
         text.append(f"{best.arm} has the best mean, but its interval overlaps "
                     f"{', '.join(best['tied_with'])}: they share rank 1.")
+    thin = scored[scored["under_searched"]] if "under_searched" in scored else scored.iloc[:0]
+    if len(thin):
+        text.append(under_searched_note(list(thin["arm"])).strip())
     if found["left_out"]:
         text.append(f"Left out: confirmation trials that did not complete or have no final {metric} "
                     f"({left_out_text(found['left_out'])}).")
@@ -149,7 +162,7 @@ def pairwise(found: dict, metric: str, level: float) -> list[str]:
         text.append(f"{win} beats {lose} on {metric}: difference {num(abs(r.diff))} "
                     f"({ci(r.diff_ci_lo, r.diff_ci_hi, level)} for {r.arm_a} - {r.arm_b}, {pval(r.p)}, "
                     f"Holm-adjusted {pval(r.p_holm)}, Hedges' g {num(r.hedges_g, 2)})."
-                    + _limited(r.budget_limited))
+                    + _limited(r.budget_limited) + _thin(r))
     return text
 
 
@@ -167,15 +180,15 @@ def depth(found: dict, level: float) -> list[str]:
                 "(missing data, not a null result)."] + lost_text
     pairs, gap = found["matched_pairs"], found["degradation_gap"]
     several = trend["study"].nunique() > 1
-    text = [_trend(r, level, several) for r in trend.itertuples()]
+    text = [_trend(r, level, several) + _thin(r) for r in trend.itertuples()]
     if (trend["n_depths"] < 2).all():
         text.append("No line of plain or residual arms has completed runs at 2 or more depths: no "
                     "depth trend can be estimated (missing data, not a null result).")
     text += [f"At depth {r.depth}, {r.plain_arm} vs {r.residual_arm} on {label(r.column)}: "
              f"{num(r.plain_mean)} vs {num(r.residual_mean)} (difference {num(r.diff)}, "
              f"{ci(r.diff_ci_lo, r.diff_ci_hi, level)}, {pval(r.p)}): {r.verdict}."
-             + _limited(r.budget_limited) for r in pairs.itertuples()]
-    text += [_degradation_gap(r, level) for r in gap.itertuples()]
+             + _limited(r.budget_limited) + _thin(r) for r in pairs.itertuples()]
+    text += [_degradation_gap(r, level) + _thin(r) for r in gap.itertuples()]
     if pairs.empty:
         text.append("No plain and residual arms share a depth: no matched comparison of skip connections.")
     return text + lost_text

@@ -28,8 +28,9 @@ from wandb_files import wandb_records
 
 REPO = Path(__file__).resolve().parents[1]
 FIGURES = ("learning_curves", "depth_effect", "gradflow_heatmaps", "attenuation_curves",
-           "generalisation_gap", "search_curves", "importance_bars", "cost_pareto", "signal_propagation")
-SECTIONS = ("ranking", "depth", "why", "convergence", "search")
+           "generalisation_gap", "search_curves", "importance_bars", "cost_pareto", "signal_propagation",
+           "expected_best")
+SECTIONS = ("ranking", "depth", "why", "convergence", "search", "evidence")
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +67,33 @@ def test_analyze_writes_answers_and_report(analysed):
     ranked = {row["arm"] for row in answers["ranking"]["ranking"]}
     assert ranked == {"mlp-w1-h32", "resnet20-w0.125"}
     markdown = (out / "answers.md").read_text()
-    for heading in ("1. Ranking", "2. Depth", "3. Why", "4. Convergence", "5. Search"):
+    for heading in ("1. Ranking", "2. Depth", "3. Why", "4. Convergence", "5. Search",
+                    "6. Evidence beyond one search"):
         assert f"## {heading}" in markdown
+
+
+def test_evidence_beyond_one_search_is_answered_in_words_numbers_and_a_figure(analysed):
+    """Two seeds: P(A > B) has too few paired runs to mean much, and says so; every arm has an
+    expected-best curve and an audit row; the signal-propagation numbers come with a sentence."""
+    out = analysed[0]
+    answers = json.loads((out / "answers.json").read_text())
+    evidence, why = answers["evidence"], answers["why"]
+    (pair,) = evidence["prob_better"]
+    assert (pair["n"], pair["few_runs"], pair["verdict"]) == (2, True, "too few paired runs")
+    arms = {"mlp-w1-h32", "resnet20-w0.125"}
+    assert {r["arm"] for r in evidence["expected_best"]} == arms
+    audit = {r["arm"]: r for r in evidence["space_audit"]}
+    assert set(audit) == arms and all(0 <= r["position_lr"] <= 1 for r in audit.values() if r["completed"])
+    assert {r["arm"]: r["under_searched"] for r in answers["ranking"]["ranking"]} == \
+        {arm: audit[arm]["under_searched"] for arm in arms}
+    assert {r["arm"] for r in why["signal_propagation"]} == arms
+    markdown = (out / "answers.md").read_text()
+    evidence_md = markdown.split("## 6. Evidence beyond one search")[1]
+    assert "too few paired runs for the bootstrap to mean much" in evidence_md
+    assert "Expected best final val_acc" in evidence_md and "TPE and ASHA trials are not" in evidence_md
+    assert "Signal propagation, completed confirmation runs" in markdown.split("## 3. Why")[1]
+    html = (out / "report.html").read_text()
+    assert html.index("6. Evidence beyond one search") < html.index('id="fig-expected_best"')
 
 
 def test_report_is_self_contained_with_every_figure(analysed):

@@ -226,7 +226,8 @@ def test_answers_on_one_arm_one_seed_and_no_gradflow_says_too_few():
     result = q.answers(trials, E, E, "val_acc", "max", 4, {})
     text = " ".join(result["text"])
     assert "Too few seeds" in text and "Only one arm" in text and "not recorded" in text
-    assert set(result) == {"budget", "ranking", "pairwise", "depth", "why", "convergence", "search", "text"}
+    assert set(result) == {"budget", "ranking", "pairwise", "depth", "why", "convergence", "search",
+                           "evidence", "text"}
     json.dumps(result, allow_nan=False)
 
 
@@ -279,7 +280,7 @@ def test_compute_runs_each_question_once(monkeypatch):
     answers, figs, frames = analysis.compute(tables)
     assert calls == {"importances": 1, "ranking": 1}
     assert set(frames) == {"ranking", "importances", "generalisation_gap", "gradient_profile", "cost",
-                           "signal_profile"}
+                           "signal_profile", "prob_better", "expected_best", "space_audit"}
     assert set(frames["gradient_profile"]["arm"]) == {"plain56", "resnet56"} and answers["text"]
 
 

@@ -183,6 +183,16 @@ def test_same_seed_same_suggestions(tmp_path):
     assert [a.suggest(f"t{i}")["lr"] for i in range(4)] == [b.suggest(f"t{i}")["lr"] for i in range(4)]
 
 
+def test_random_search_samples_at_random(tmp_path):
+    """`search.algorithm: random` is Optuna's RandomSampler (independent draws: the expected-best
+    curve of analysis/evidence.py is unbiased for it); the default `optuna` is TPE."""
+    (tmp_path / "r").mkdir()
+    (tmp_path / "t").mkdir()
+    assert isinstance(make(tmp_path / "r", algorithm="random").optuna_study("mlp").sampler,
+                      optuna.samplers.RandomSampler)
+    assert isinstance(make(tmp_path / "t").optuna_study("mlp").sampler, optuna.samplers.TPESampler)
+
+
 @pytest.mark.parametrize("kind,args,expected", [
     ("loguniform", [0.001, 0.1], optuna.distributions.FloatDistribution(0.001, 0.1, log=True)),
     ("uniform", [0, 1], optuna.distributions.FloatDistribution(0.0, 1.0)),
