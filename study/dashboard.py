@@ -39,7 +39,7 @@ from studyfiles.storage import Store, is_uri
 
 from . import interrupt
 
-HOST = "127.0.0.1"   # never another interface: the dashboard can edit the studies' notes
+HOST = "127.0.0.1"   # never another interface: optuna-dashboard can edit and delete studies
 
 
 def add_arguments(p):
@@ -63,12 +63,12 @@ def port_number(value: str, option: str) -> int:
 
 def study_db(location: str) -> tuple[Store, Path]:
     """The study folder at `location` and the optuna.db this machine reads; a one-line StudyError
-    when it is not a study folder or holds no optuna.db yet. For a bucket, a mirror without
-    optuna.db gets the bucket's (with spec.yaml and study.json); one with optuna.db is left as it
-    is (it may be a running driver's)."""
+    when it is not a study folder or holds no optuna.db yet. For a bucket, the mirror gets what
+    it lacks of spec.yaml, study.json and optuna.db from the bucket; what it holds is left as it is
+    (it may be a running driver's)."""
     store = Store(location if is_uri(location) else Path(location).expanduser().resolve())
-    if store.remote and not (store.local / OPTUNA_DB).is_file():
-        store.download(SPEC_FILE, STATE_FILE, OPTUNA_DB)
+    if store.remote:
+        store.download(*[name for name in (SPEC_FILE, STATE_FILE, OPTUNA_DB) if not (store.local / name).exists()])
     where = f"{store} (local mirror {store.local})" if store.remote else str(store)
     if not (store.local / SPEC_FILE).is_file():
         raise StudyError(f"{where} is not a study folder (no {SPEC_FILE})")
@@ -134,19 +134,26 @@ def check_free(port: int, option: str) -> None:
             raise StudyError(port_problem(port, option, e)) from None
 
 
+def tensorboard_logdir(store: Store) -> str:
+    """What TensorBoard reads: the study folder, or for a bucket its URI without pyarrow's options
+    (TensorBoard reads s3:// through boto3, with the AWS environment, and other URIs through
+    fsspec, whose gs:// is gcsfs)."""
+    if store.remote and store.remote.startswith("gs://") and importlib.util.find_spec("gcsfs") is None:
+        raise StudyError("--tensorboard: TensorBoard reads a gs:// study only with gcsfs installed; "
+                         "or copy the study's folders here and run tensorboard on them")
+    return store.remote.partition("?")[0] if store.remote else str(store.local)
+
+
 class TensorBoard:
-    """`tensorboard --logdir <study folder> --host 127.0.0.1 --port <port>` in its own session (the
+    """`tensorboard --logdir <logdir> --host 127.0.0.1 --port <port>` in its own session (the
     terminal's Ctrl+C reaches this process only, which stops it), its output in a temporary file."""
 
-    def __init__(self, store: Store, port: int):
-        if store.remote and store.remote.startswith("gs://") and importlib.util.find_spec("gcsfs") is None:
-            raise StudyError(f"--tensorboard: TensorBoard reads a gs:// study only with gcsfs "
-                             f"installed; or copy the study's folders here and run tensorboard on them")
-        self.logdir = store.remote.partition("?")[0] if store.remote else str(store.local)
-        fast = ["--load_fast=false"] if store.remote else []   # its fast loader reads no bucket
+    def __init__(self, logdir: str, port: int):
+        self.logdir = logdir
+        fast = ["--load_fast=false"] if is_uri(logdir) else []   # its fast loader reads no bucket
         self.log = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tensorboard.main", "--logdir", self.logdir, "--host", HOST,
+            [sys.executable, "-m", "tensorboard.main", "--logdir", logdir, "--host", HOST,
              "--port", str(port), *fast], stdout=self.log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True)
 
@@ -185,12 +192,13 @@ def run(args) -> int:
         raise StudyError(f"--port and --tensorboard-port are both {port}; give them different ports")
     store, db = study_db(args.dir)
     if tb_port:
+        logdir = tensorboard_logdir(store)
         check_free(tb_port, "--tensorboard-port")
     server = dashboard_server(db, port)
     tensorboard, stop = None, None
     try:
         if tb_port:
-            tensorboard = server.watched = TensorBoard(store, tb_port)
+            tensorboard = server.watched = TensorBoard(logdir, tb_port)
         with interrupt.catching():
             print(f"optuna-dashboard: http://{HOST}:{port}/  (reads {db}: one Optuna study per arm)",
                   flush=True)

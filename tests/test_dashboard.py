@@ -9,7 +9,6 @@ refused in one line before anything starts.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import socket
