@@ -18,6 +18,7 @@ or SIGTERM stops the dashboard and TensorBoard, with one line and exit code 130 
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import importlib.util
 import shlex
@@ -144,9 +145,19 @@ def tensorboard_logdir(store: Store) -> str:
     return store.remote.partition("?")[0] if store.remote else str(store.local)
 
 
+def end_with_parent() -> None:
+    """In the child, before exec: Linux sends it SIGTERM when this process ends, even by SIGKILL
+    (prctl PR_SET_PDEATHSIG); elsewhere nothing."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class TensorBoard:
     """`tensorboard --logdir <logdir> --host 127.0.0.1 --port <port>` in its own session (the
-    terminal's Ctrl+C reaches this process only, which stops it), its output in a temporary file."""
+    terminal's Ctrl+C reaches this process only, which stops it), ended with this process however
+    it ends, its output in a temporary file."""
 
     def __init__(self, logdir: str, port: int):
         self.logdir = logdir
@@ -155,7 +166,7 @@ class TensorBoard:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tensorboard.main", "--logdir", logdir, "--host", HOST,
              "--port", str(port), *fast], stdout=self.log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True)
+            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=end_with_parent)
 
     def last_line(self) -> str:
         self.log.seek(0)

@@ -160,9 +160,13 @@ def test_the_dashboard_shows_every_arm_and_stops_on_ctrl_c(tiny, tmp_path):
         dashboard.wait(timeout=15)
         seconds = time.monotonic() - started
     finally:
-        if dashboard.poll() is None:
-            dashboard.kill()
-            dashboard.wait()
+        if dashboard.poll() is None:   # a failed check: SIGTERM stops TensorBoard too
+            dashboard.terminate()
+            try:
+                dashboard.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                dashboard.kill()
+                dashboard.wait()
     stderr = dashboard.stderr.read()
     assert dashboard.returncode == 130 and "Traceback" not in stderr, stderr
     assert stderr.splitlines()[-1] == "interrupted by SIGINT: the dashboard and TensorBoard stopped"
