@@ -6,6 +6,7 @@ from __future__ import annotations
 import optuna
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
+from .optuna_storage import optuna_storage
 from .searcher import RAY_TRIAL_ID, PickledState, last_epochs, study_name
 
 
@@ -62,7 +63,7 @@ class PerArmASHA(PickledState, FIFOScheduler):
         holds none yet when an arm's first trial arrives here."""
         try:
             trials = optuna.load_study(study_name=study_name(self.study, arm),
-                                       storage=self.storage_url).trials if self.storage_url else []
+                                       storage=optuna_storage(self.storage_url)).trials if self.storage_url else []
         except KeyError:   # the arm's study was never created
             return
         for t in trials:

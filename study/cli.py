@@ -4,6 +4,7 @@
     archstudy submit SPEC --address http://HEAD:8265 [--name] [--storage] [--wandb-mode] [--wait]
     archstudy resume DIR
     archstudy analyze DIR [DIR ...] [--out DIR] [--wandb-mode ...] [--wandb-report]
+    archstudy dashboard DIR [--port 8080] [--tensorboard [--tensorboard-port 6006]]
     archstudy validate SPEC
     archstudy schema
     archstudy models
@@ -95,6 +96,11 @@ def finish(study) -> int:
 
 def cmd_analyze(args) -> int:
     return analysis_cli.run(args)
+
+
+def cmd_dashboard(args) -> int:
+    from . import dashboard
+    return dashboard.run(args)
 
 
 def check_local_resources(spec, address: str | None) -> None:
@@ -196,6 +202,9 @@ def parser() -> argparse.ArgumentParser:
     resume.set_defaults(fn=cmd_resume)
     analyze = sub.add_parser("analyze", help="answer a study's questions: answers.md/.json, report.html")
     analysis_cli.add_arguments(analyze).set_defaults(fn=cmd_analyze)
+    dashboard = sub.add_parser("dashboard", help="serve optuna-dashboard (and TensorBoard) on a study, on 127.0.0.1")
+    from .dashboard import add_arguments as dashboard_arguments
+    dashboard_arguments(dashboard).set_defaults(fn=cmd_dashboard)
     validate = sub.add_parser("validate", help="check a spec without running it")
     validate.add_argument("spec")
     validate.set_defaults(fn=cmd_validate)

@@ -24,6 +24,7 @@ import pyarrow.fs as pafs
 import torch
 from ray import tune
 
+from .optuna_storage import optuna_storage
 from .searcher import ENDED, RAY_TRIAL_ID, study_name
 from .trainable import CHECKPOINT_DIR, STATE_FILE, exists
 
@@ -39,7 +40,7 @@ def recover_lost_trials(store, study: str, arm_configs: dict[str, dict], optuna_
     written = []
     for arm, arm_config in arm_configs.items():
         try:
-            trials = optuna.load_study(study_name=study_name(study, arm), storage=optuna_url) \
+            trials = optuna.load_study(study_name=study_name(study, arm), storage=optuna_storage(optuna_url)) \
                 .get_trials(deepcopy=False, states=ENDED)
         except KeyError:   # the arm's study was never created
             continue

@@ -37,6 +37,7 @@ from trainables.data import load_data
 
 from . import interrupt, logs, recovery, tables
 from .folder import check_new_study, check_unchanged, read_state
+from .optuna_storage import optuna_storage
 from .progress import ProgressCallback
 from .asha import PerArmASHA
 from .searcher import ArmSearch, FixedConfigs, pruned_epochs, study_name
@@ -201,7 +202,7 @@ class Study:
         for arm, config in self.arm_configs().items():
             try:
                 study = optuna.load_study(study_name=study_name(self.spec.name, arm),
-                                          storage=self.optuna_url)
+                                          storage=optuna_storage(self.optuna_url))
             except KeyError:   # optuna.db lost or replaced, or an arm the search never ran
                 raise StudyError(f"{self.out / 'optuna.db'} holds no search of arm {arm!r}; the "
                                  "confirmation needs each arm's search results") from None

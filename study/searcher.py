@@ -17,6 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ray.tune.search import Searcher
 
 from . import interrupt
+from .optuna_storage import optuna_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -48,7 +49,8 @@ def last_epochs(storage_url: str, study: str, arms, states=tuple(TrialState)) ->
     epochs = {}
     for arm in arms:
         try:
-            trials = optuna.load_study(study_name=study_name(study, arm), storage=storage_url).trials
+            trials = optuna.load_study(study_name=study_name(study, arm),
+                                      storage=optuna_storage(storage_url)).trials
         except KeyError:   # the arm's study was never created
             continue
         for t in trials:
@@ -135,7 +137,7 @@ class ArmSearch(PickledState, Searcher):
     def optuna_study(self, arm: str) -> optuna.Study:
         if arm not in self._studies:
             study = optuna.create_study(
-                study_name=study_name(self.study, arm), storage=self.storage_url,
+                study_name=study_name(self.study, arm), storage=optuna_storage(self.storage_url),
                 direction="maximize" if self.mode == "max" else "minimize", load_if_exists=True)
             # Seeded, but not identical across arms; a study reopened by `resume` with trials in it
             # gets another seed, or the sampler would repeat the suggestions it made before.

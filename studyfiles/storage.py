@@ -9,7 +9,8 @@ trial, and the driver keeps the study's own files in a local mirror (`~/.cache/a
 or under $ARCHSTUDY_CACHE): spec.yaml, study.json, optuna.db (SQLite needs a local file), the tables
 and the analysis. The mirror is uploaded whenever it changes in a way `resume` needs (the study
 state, optuna.db after every finished trial, the tables after each phase), so a driver on another
-machine can `archstudy resume s3://...` the study. W&B offline runs are written on the trial's
+machine can `archstudy resume s3://...` the study. optuna.db is uploaded as a SQLite backup copy
+(it is in WAL mode, study/optuna_storage.py, so the file alone may lack the latest commits). W&B offline runs are written on the trial's
 node and uploaded to <study>/wandb/ when the trial ends.
 
 The buckets are reached through pyarrow's filesystems (what Ray uses): credentials and endpoints
@@ -26,9 +27,9 @@ import os
 import re
 from pathlib import Path
 
-from .contract import RESULT_FILES
+from .contract import OPTUNA_DB, RESULT_FILES
 from .errors import StudyError
-from .files import first_line
+from .files import first_line, sqlite_snapshot
 
 
 def is_uri(location: str | os.PathLike) -> bool:
@@ -95,12 +96,20 @@ class Store:
         """Copy the named files or folders of the mirror to the bucket (those that exist)."""
         if not self.remote:
             return
-        import pyarrow.fs as pafs
         for name in names:
             source = self.local / name
-            if source.exists():
-                pafs.copy_files(str(source), f"{self.root}/{name}", source_filesystem=pafs.LocalFileSystem(),
-                                destination_filesystem=self.fs)
+            if not source.exists():
+                continue
+            if name == OPTUNA_DB:   # in WAL mode the file alone may lack the latest commits
+                with sqlite_snapshot(source) as copy:
+                    self._put(copy, name)
+            else:
+                self._put(source, name)
+
+    def _put(self, source: Path, name: str) -> None:
+        import pyarrow.fs as pafs
+        pafs.copy_files(str(source), f"{self.root}/{name}", source_filesystem=pafs.LocalFileSystem(),
+                        destination_filesystem=self.fs)
 
     def download(self, *names: str) -> None:
         """Copy the named files or folders from the bucket into the mirror (those that exist)."""
@@ -111,6 +120,9 @@ class Store:
             if self.exists(name):
                 target = self.local / name
                 target.parent.mkdir(parents=True, exist_ok=True)
+                if name == OPTUNA_DB:   # SQLite would apply the replaced database's WAL to this one
+                    for stale in (f"{name}-wal", f"{name}-shm"):
+                        (self.local / stale).unlink(missing_ok=True)
                 pafs.copy_files(f"{self.root}/{name}", str(target), source_filesystem=self.fs,
                                 destination_filesystem=pafs.LocalFileSystem())
 

@@ -10,6 +10,7 @@ from ray.tune.search import Searcher
 
 from study.asha import PerArmASHA
 from study.searcher import ArmSearch, FixedConfigs, optuna_distribution, study_name
+from studyfiles.files import sqlite_snapshot
 
 ARMS = {"mlp": {"model": "mlp", "epochs": 3}, "resnet20": {"model": "resnet20", "epochs": 3}}
 SPACE = {"lr": ("loguniform", [1e-3, 0.3]), "batch_size": ("choice", [32, 64])}
@@ -119,7 +120,8 @@ def test_a_restored_searcher_uses_the_storage_it_is_handed(tmp_path):
     search = make(first)
     search.suggest("t0")
     search.save(tmp_path / "searcher.pkl")
-    shutil.copy(first / "optuna.db", here / "optuna.db")
+    with sqlite_snapshot(first / "optuna.db") as copy:   # as a bucket upload copies it (the file
+        shutil.copy(copy, here / "optuna.db")           # alone may lack commits still in its WAL)
     restored = make(first)   # as Tune unpickles it
     restored.use_storage(f"sqlite:///{here / 'optuna.db'}")   # study/runner.py use_storage
     restored.restore(tmp_path / "searcher.pkl")

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import optuna
 import pandas as pd
 import pyarrow.fs as pafs
 import pytest
@@ -28,6 +29,8 @@ from tensorboard.backend.event_processing.plugin_event_multiplexer import EventM
 from studies import BUCKET, spec_text
 from study import runner
 from study.cli import main
+from study.dashboard import study_db
+from study.searcher import study_name
 from study.spec_file import load_spec, parse_spec
 from studyfiles.storage import join, mirror_of
 
@@ -94,6 +97,24 @@ def test_the_bucket_holds_the_whole_study(bucketed, bucket):
     # the bucket's tables are the mirror's
     with bucket.fs.open_input_file(f"{bucket.path}/bucketed/trials.parquet") as f:
         assert pd.read_parquet(f).trial_id.tolist() == trials.trial_id.tolist()
+
+
+def test_the_dashboard_of_a_bucket_study_reads_a_whole_optuna_db(bucketed, bucket, tmp_path, monkeypatch):
+    """`archstudy dashboard <URI>` reads this machine's mirror; on a machine without it, the bucket's
+    optuna.db is fetched (study/dashboard.py study_db), and it holds every search trial, ended: the
+    driver uploads a SQLite backup copy (its connections, in WAL mode, may hold commits in
+    optuna.db-wal, which a copy of the file alone would miss)."""
+    study, _, _ = bucketed
+    out = join(bucket.storage, "bucketed")
+    assert study_db(out)[1] == study.out / "optuna.db"
+    monkeypatch.setenv("ARCHSTUDY_CACHE", str(tmp_path))   # another machine
+    db = study_db(out)[1]
+    assert db == mirror_of(out) / "optuna.db" and db.is_relative_to(tmp_path)
+    trials = pd.read_parquet(study.out / "trials.parquet")
+    for arm, rows in trials[trials.phase == "search"].groupby("arm"):
+        stored = optuna.load_study(study_name=study_name("bucketed", arm), storage=f"sqlite:///{db}").trials
+        assert sorted(t.number for t in stored) == sorted(rows.optuna_trial.astype(int)), arm
+        assert all(t.state.is_finished() for t in stored), arm
 
 
 def test_tensorboard_reads_every_trial_from_the_bucket(bucketed, bucket, tmp_path):
