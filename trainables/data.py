@@ -29,7 +29,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision
 from filelock import FileLock
 
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "mnist-5k")
@@ -43,11 +42,14 @@ NORMALISATION = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
 }
 NORMALISATION["mnist-5k"] = NORMALISATION["mnist"]  # a sample of MNIST, so MNIST's statistics
-TORCHVISION = {
-    "mnist": torchvision.datasets.MNIST,
-    "fashion-mnist": torchvision.datasets.FashionMNIST,
-    "cifar10": torchvision.datasets.CIFAR10,
-}
+# torchvision's dataset classes by name: imported when one is read (importing torchvision takes
+# ~2 s, which every command that only checks a spec would pay)
+TORCHVISION = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10"}
+
+
+def torchvision_dataset(name: str):
+    import torchvision
+    return getattr(torchvision.datasets, TORCHVISION[name])
 # Validation images held out of the training set, as a fraction of it: 5,000 of the 60,000 (MNIST)
 # or 50,000 (CIFAR-10) standard training images. A fraction, so that small test files scale.
 VAL_FRACTION = {"mnist": 5000 / 60000, "fashion-mnist": 5000 / 60000, "cifar10": 5000 / 50000}
@@ -185,7 +187,7 @@ def _fetch(name: str, root: pathlib.Path, download: bool):
         root.mkdir(parents=True, exist_ok=True)
         # One download per root: parallel trials wait here, then find the files (download is a no-op).
         with FileLock(root / f".{name}.lock"), _socket_timeout(SOCKET_TIMEOUT):
-            TORCHVISION[name](root, train=True, download=True)
+            torchvision_dataset(name)(root, train=True, download=True)
     except Exception as e:
         raise DatasetUnavailable(f"{where} and could not be downloaded (no network?); {hint}") from e
     return _read(name, root)
@@ -195,7 +197,7 @@ def _read(name: str, root: pathlib.Path):
     """((train images, labels), (test images, labels)) as uint8 (N, C, H, W) and int64 arrays."""
     if name == "cifar10":
         return _read_cifar10(root, train=True), _read_cifar10(root, train=False)
-    sets = [TORCHVISION[name](root, train=train) for train in (True, False)]  # checks the raw files exist
+    sets = [torchvision_dataset(name)(root, train=train) for train in (True, False)]  # checks the raw files exist
     return tuple((ds.data.numpy()[:, None], ds.targets.numpy()) for ds in sets)
 
 
@@ -205,7 +207,7 @@ def _read_cifar10(root: pathlib.Path, train: bool) -> tuple[np.ndarray, np.ndarr
     Files in the same pickle format that fail that check (a subset, a re-export, test fixtures) are
     read the same way as torchvision does, with a warning, rather than refused.
     """
-    cls = torchvision.datasets.CIFAR10
+    cls = torchvision_dataset("cifar10")
     try:
         ds = cls(root, train=train)
         return ds.data.transpose(0, 3, 1, 2), np.asarray(ds.targets)  # NHWC -> NCHW
