@@ -118,12 +118,14 @@ def section_id(s: Section) -> str:
 
 
 def section_html(s: Section, answers: dict, figure, metric: str | None) -> str:
-    """One question: its figures (those not drawn yet), its sentences, its tables."""
+    """One question: its figures (a link to one drawn higher up, under the headline), its
+    sentences, its tables."""
     texts, tables = section(answers, s.answers)
+    drawn_above = [n for n in s.figures if n in figure.placed]
     parts = [f"<section id='{section_id(s)}'><h2>{html.escape(s.heading)}</h2>"]
+    parts += [f"<p class='meta'>Figure <a href='#fig-{n}'>{n}</a>: above, under the answer.</p>"
+              for n in drawn_above]
     parts += [figure(name) for name in figure.unplaced(s.figures)]
-    parts += [f"<p class='meta'>Figure: <a href='#fig-{n}'>{n}</a>, under the answer at the top.</p>"
-              for n in s.figures if n in figure.placed and n == HEADLINE_FIGURE]
     parts.append("<ul class='answers'>" + "".join(f"<li>{html.escape(t)}</li>" for t in texts) + "</ul>")
     parts += [table_html(name, rows, metric) for name, rows in tables.items()]
     return "\n".join(parts) + "</section>"

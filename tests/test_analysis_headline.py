@@ -75,6 +75,9 @@ def test_report_html_opens_with_the_headline_and_the_depth_figure():
                             page.index("<h2>1. Ranking</h2>"))
     assert head < depth < ranking
     assert page.count("id=\"fig-depth_effect\"") == 1
+    without_headline = render_html("t", result, figures)   # the depth figure in its own section
+    assert "href='#fig-depth_effect'" not in without_headline
+    assert without_headline.index("<h2>2. Depth</h2>") < without_headline.index('id="fig-depth_effect"')
 
 
 def test_the_report_headline_says_what_the_terminal_says():
