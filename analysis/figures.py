@@ -5,7 +5,8 @@
     figures.learning_curves(tables.epochs, colors).show()
 
 Every figure takes `colors` ({arm: colour}, from `arm_colors`) so an arm has the same colour in all
-of them. Seed bands are the min-max range over seeds; lines are the mean.
+of them. Seed bands are the min-max range over seeds; lines are the mean. A loss axis turns
+logarithmic when its values span decades (scales.log_y_if_wide).
 
 Tests: .venv/bin/python -m pytest tests/test_analysis_questions.py (end to end, on a study run on Ray:
 tests/test_analysis.py)
@@ -23,6 +24,7 @@ from plotly.subplots import make_subplots
 from .common import confirmed, line_name, with_series
 from .convergence import completed_epochs
 from .cost import shown_costs
+from .scales import log_y_if_wide
 from .stats import mean_ci
 from .attenuation import completed_keys
 
@@ -51,7 +53,7 @@ def empty(title: str, why: str) -> go.Figure:
 
 def seed_band(fig, x, lo, hi, color, row=None, col=None) -> None:
     fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([hi, lo[::-1]]),
-                             fill="toself", fillcolor=rgba(color, 0.18), line=dict(width=0),
+                             mode="lines", fill="toself", fillcolor=rgba(color, 0.18), line=dict(width=0),
                              hoverinfo="skip", showlegend=False), row=row, col=col)
 
 
@@ -82,6 +84,8 @@ def learning_curves(epochs: pd.DataFrame, colors: dict, phase: str = "confirm",
             seed_band(fig, x, stats["min"].to_numpy(), stats["max"].to_numpy(), color, r, c)
             fig.add_trace(go.Scatter(x=x, y=stats["mean"], mode="lines", name=arm, legendgroup=arm,
                                      line=dict(color=color, width=2), showlegend=i == 0), row=r, col=c)
+    for c, (column, _label) in enumerate(CURVES[:2], start=1):   # the two losses
+        log_y_if_wide(fig, rows.get(column), row=1, col=c)
     fig.update_xaxes(title_text="epoch")
     return fig.update_layout(title=title, height=650, **LAYOUT)
 
@@ -122,6 +126,7 @@ def depth_effect(trials: pd.DataFrame, metric: str, level: float = 0.95) -> go.F
                 text=[f"{a} (n={k}{', no interval' if k < 2 else ''})" for a, k in zip(arm, n)],
                 hovertemplate="%{text}: %{y:.4f}"), row=1, col=c)
         fig.update_yaxes(title_text=label, row=1, col=c)
+        log_y_if_wide(fig, done[column] if "loss" in column else None, row=1, col=c)
     fig.update_xaxes(title_text="depth (weight layers)")
     return fig.update_layout(title=title, height=450, **{**LAYOUT, "legend": dict(title="line")})
 
@@ -208,6 +213,7 @@ def search_curves(epochs: pd.DataFrame, trials: pd.DataFrame, metric: str, color
         shown.add(arm)
     fig.update_xaxes(title_text="epoch")
     fig.update_yaxes(title_text=metric)
+    log_y_if_wide(fig, search[metric] if "loss" in metric else None)
     return fig.update_layout(title=title, height=450, **LAYOUT)
 
 
@@ -271,6 +277,7 @@ def cost_pareto(table: pd.DataFrame, metric: str, colors: dict, level: float = 0
                                  line=dict(color="#444", dash="dash", width=1)), row=r, col=c)
         fig.update_xaxes(title_text=f"{label} (log scale)", type="log", row=r, col=c)
         fig.update_yaxes(title_text=f"final {metric}", row=r, col=c)
+        log_y_if_wide(fig, points["mean"] if "loss" in metric else None, row=r, col=c)
     return fig.update_layout(title=title, height=380 * rows + 80, **LAYOUT)
 
 

@@ -90,6 +90,13 @@ def _budget(flags: list[dict]) -> str:
             + ". Verdicts involving them measure the budget, not the architecture.")
 
 
+def ranking_cells(h: dict) -> list[tuple[str, str, str, str]]:
+    """The ranking's cells as the terminal and report.html both show them: (arm, mean, interval,
+    n) per arm, numbers to 3 significant digits, '-' for an interval of fewer than 2 seeds."""
+    return [(r["arm"], num(r["mean"]), f"{num(r['ci_lo'])} to {num(r['ci_hi'])}"
+             if r["ci_lo"] is not None else "-", str(r["n"])) for r in h["ranking"]]
+
+
 def headline_text(h: dict, width: int = 100) -> str:
     """The headline as terminal lines: the ranking table, then the sentences wrapped to `width`."""
     import textwrap
@@ -97,9 +104,8 @@ def headline_text(h: dict, width: int = 100) -> str:
     if h["ranking"]:
         arm_width = max(len("arm"), *(len(r["arm"]) for r in h["ranking"]))
         lines.append(f"  {'arm':<{arm_width}}  {'mean':>6}  {h['ci_label']:<15}  n")
-        for r in h["ranking"]:
-            interval = (f"{num(r['ci_lo'])} to {num(r['ci_hi'])}" if r["ci_lo"] is not None else "-")
-            lines.append(f"  {r['arm']:<{arm_width}}  {num(r['mean']):>6}  {interval:<15}  {r['n']}")
+        for arm, mean, interval, n in ranking_cells(h):
+            lines.append(f"  {arm:<{arm_width}}  {mean:>6}  {interval:<15}  {n}")
     else:
         lines.append("  no arm has completed confirmation runs")
     for s in h["sentences"]:

@@ -82,7 +82,7 @@ def analyze(folders: list[str | os.PathLike], out: str | os.PathLike | None = No
     meta = (f"studies: {', '.join(str(f) for f in tables.folders)}; metric {tables.spec.metric} "
             f"({tables.spec.mode}); {level:.0%} confidence intervals over seeds")
     top = headline(answers, tables.spec.metric, level)
-    html = render_html(title, answers, figures, meta, top)
+    html = render_html(title, answers, figures, meta, top, tables.spec.metric)
     paths = io.write_outputs(Path(out).expanduser(), answers, render_markdown(title, answers), html)
     wandb_dir = io.log_to_wandb(tables, figures, frames, answers, html, mode)
     if len(tables.sources) == 1 and Path(out) == tables.folders[0]:

@@ -154,6 +154,25 @@ def tiny(ray_local, study_env, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def analysed(tiny, tmp_path_factory):
+    """`archstudy analyze` on a copy of the tiny study (W&B offline), once per session:
+    (folder, exit code, what it printed). test_analysis checks its outputs, test_report_browser
+    opens its report.html in a browser."""
+    import contextlib
+    import io
+    import shutil
+
+    from study.cli import main
+
+    out = tmp_path_factory.mktemp("analysed") / "tiny"
+    shutil.copytree(tiny.out, out)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["analyze", str(out), "--wandb-mode", "offline"])
+    return out, code, printed.getvalue()
+
+
+@pytest.fixture(scope="session")
 def stopped(study_env, tmp_path_factory):
     """The study of tests/stopped.py, its drivers stopped by SIGINT, SIGTERM and SIGKILL and then
     finished, once per session: test_interrupt and test_resume check it."""

@@ -1,16 +1,16 @@
 """The analysis package end to end on a real study (conftest's `tiny`: mlp and resnet20, search and
 confirmation on a local Ray), plus the figures and the report on synthetic frames.
 
-- `archstudy analyze DIR` writes answers.md, answers.json and a self-contained report.html with
-  every figure, and logs them to an offline W&B `analysis` run that we read back;
+- `archstudy analyze DIR` (conftest's `analysed`, which test_report_browser opens in a browser)
+  writes answers.md, answers.json and a self-contained report.html with every figure in its
+  question's section, and logs them to an offline W&B `analysis` run that we read back;
+- a loss's y axis turns logarithmic when it spans more than two decades (synthetic frames);
 - the notebook runs (nbclient) against the tiny study;
 - a W&B Report is built offline; bad folders give one line and exit 2.
 (The statistics themselves are tested on planted effects in test_analysis_stats.py.)
 """
 from __future__ import annotations
 
-import contextlib
-import io as io_module
 import json
 import os
 import re
@@ -23,6 +23,8 @@ import pytest
 
 import analysis
 from analysis import figures, io
+from analysis.report import SECTIONS as REPORT_SECTIONS
+from analysis.scales import spans_decades
 from study.cli import main
 from wandb_files import wandb_records
 
@@ -31,17 +33,6 @@ FIGURES = ("learning_curves", "depth_effect", "gradflow_heatmaps", "attenuation_
            "generalisation_gap", "search_curves", "importance_bars", "cost_pareto", "signal_propagation",
            "expected_best")
 SECTIONS = ("ranking", "depth", "why", "convergence", "search", "evidence")
-
-
-@pytest.fixture(scope="module")
-def analysed(tiny, tmp_path_factory):
-    """`archstudy analyze` on a copy of the tiny study (W&B offline), once for this module."""
-    out = tmp_path_factory.mktemp("analysed") / "tiny"
-    shutil.copytree(tiny.out, out)
-    printed = io_module.StringIO()
-    with contextlib.redirect_stdout(printed):
-        code = main(["analyze", str(out), "--wandb-mode", "offline"])
-    return out, code, printed.getvalue()
 
 
 def test_analyze_prints_the_headline_first_then_where_the_details_are(analysed):
@@ -101,6 +92,8 @@ def test_report_is_self_contained_with_every_figure(analysed):
     for name in FIGURES:
         assert f'id="fig-{name}"' in html, name
     assert html.count("Plotly.newPlot") == len(FIGURES)
+    # each figure in the section of its question: none left over for "Other figures"
+    assert set(FIGURES) <= {f for s in REPORT_SECTIONS for f in s.figures} and "id='other'" not in html
     # plotly.js is embedded once (no CDN script), so the report opens offline
     assert not re.search(r"<script[^>]+src=", html)
     assert html.count("plotly.js v") >= 1 and len(html) > 3_000_000
@@ -231,7 +224,7 @@ def test_each_arm_keeps_its_colour_across_figures():
     colors = figures.arm_colors(["a", "b"])
     assert colors["a"] != colors["b"]
     fig = figures.learning_curves(epochs, colors)
-    lines = [t for t in fig.data if t.mode == "lines"]
+    lines = [t for t in fig.data if t.mode == "lines" and t.fill != "toself"]   # not the seed bands
     assert len(lines) == 2 * 4   # two arms x four panels
     assert {t.name: t.line.color for t in lines} == colors
     a_mean = [t for t in lines if t.name == "a" and t.xaxis == "x4"][0]   # val accuracy panel
@@ -244,3 +237,26 @@ def test_figures_explain_missing_data_instead_of_failing():
     for fig in (figures.gradflow_heatmaps(empty, ["a"]), figures.attenuation_curves(empty, {"a": "#000000"}),
                 figures.learning_curves(empty, {"a": "#000000"})):
         assert fig.layout.annotations and "no " in fig.layout.annotations[0].text
+
+
+@pytest.mark.parametrize("values, wide", [
+    ([2.3, 0.5, 0.01], True),          # a loss falling over more than two decades
+    ([2.3, 0.5, 0.1], False),          # 23x: a linear axis shows it
+    ([2.3, np.nan, 0.001, None], True),   # missing values are left out
+    ([5.0, 0.0, 0.001], False),        # a zero has no place on a log axis
+    ([], False), (None, False),
+])
+def test_scale_a_loss_is_log_when_it_spans_more_than_two_decades(values, wide):
+    assert spans_decades(values) is wide
+
+
+def test_scale_learning_curves_put_only_a_wide_loss_on_a_log_axis():
+    epochs = synthetic_epochs()
+    narrow = figures.learning_curves(epochs, figures.arm_colors(["a", "b"]))
+    assert {narrow.layout[f"yaxis{i}"].type for i in ("", 2, 3, 4)} == {None}
+    epochs["train_loss"] = 10.0 ** -epochs["epoch"]   # 0.1 to 0.0001: three decades
+    wide = figures.learning_curves(epochs, figures.arm_colors(["a", "b"]))
+    assert wide.layout.yaxis.type == "log" and wide.layout.yaxis.title.text == "(log scale)"
+    assert [wide.layout[f"yaxis{i}"].type for i in (2, 3, 4)] == [None, None, None]
+    bands = [t for t in wide.data if t.fill == "toself"]
+    assert bands and {t.mode for t in bands} == {"lines"}   # no marker at each corner of a band

@@ -1,18 +1,23 @@
 """The headline: a compact ranking and one sentence per question, first in the terminal and in
-report.html. Planted frames, no Ray.
+report.html; and report.html's layout (a section per question: figures, then sentences, then
+tables with 3 significant digits and units in the headers). Planted frames, no Ray.
 
     .venv/bin/python -m pytest tests/test_analysis_headline.py
 """
 from __future__ import annotations
 
+import html
 import json
+import re
 
 import pandas as pd
+import pytest
 
 from analysis import figures as fig
 from analysis import questions as q
-from analysis.headline import headline, headline_text
-from analysis.report import render_html
+from analysis.headline import headline, headline_text, ranking_cells
+from analysis.report import SECTIONS, render_html
+from analysis.report_html import cell, header
 from test_analysis_budget import converged, study
 from test_analysis_stats import depth_study, trial
 
@@ -70,3 +75,65 @@ def test_report_html_opens_with_the_headline_and_the_depth_figure():
                             page.index("<h2>1. Ranking</h2>"))
     assert head < depth < ranking
     assert page.count("id=\"fig-depth_effect\"") == 1
+    without_headline = render_html("t", result, figures)   # the depth figure in its own section
+    assert "href='#fig-depth_effect'" not in without_headline
+    assert without_headline.index("<h2>2. Depth</h2>") < without_headline.index('id="fig-depth_effect"')
+
+
+def test_the_report_headline_says_what_the_terminal_says():
+    trials = depth_study(0.005, 0.0)
+    result = answers(trials, converged(sorted(set(trials["arm"]))))
+    top = headline(result)
+    page = render_html("t", result, {}, "", top, "val_acc")
+    headline_part = page[page.index("id='headline'"):page.index("</section>")]
+    assert all(html.escape(s) in headline_part for s in top["sentences"])
+    for arm, mean, interval, n in ranking_cells(top):   # the terminal's cells, in one row
+        assert f"<td>{arm}</td><td>{mean}</td><td>{interval}</td><td>{n}</td>" in headline_part
+    assert "<th>mean (fraction)</th><th>95% CI</th><th>n (seeds)</th>" in headline_part
+
+
+@pytest.mark.parametrize("value, shown", [
+    (0.012345, "0.0123"), (0.97333, "0.973"), (2.5, "2.5"), (3.0, "3"), (-1.23456e-5, "-1.23e-05"),
+    (999.7, "1k"), (1234.5, "1.23k"), (272474, "272k"), (251_234_567, "251M"),
+    (20, "20"), (5000, "5000"),          # ints below 10,000 (seeds, depths, epochs) exact
+    (None, "-"), (float("nan"), "-"), (True, "yes"), ([20, 32], "20, 32"), ("tied", "tied"),
+])
+def test_report_cells_have_three_significant_digits(value, shown):
+    assert cell(value) == shown
+
+
+def test_report_headers_carry_units():
+    assert header("seconds_per_epoch") == "seconds_per_epoch (s)"
+    assert header("parameters") == "parameters (count)" and header("n") == "n (seeds)"
+    assert header("mean", "ranking", "val_acc") == "mean (fraction)"
+    assert header("mean", "ranking", "val_loss") == "mean (cross-entropy)"
+    assert header("slope", "depth_trend") == "slope (per layer, unit of column)"
+    assert header("p") == "p" and header("epochs") == "epochs" and header("param_lr") == "param_lr"
+
+
+def significant_digits(text: str) -> int:
+    """How many significant digits a cell such as '0.0123', '-1.23e-05' or '272k' shows."""
+    mantissa = re.split(r"e|[kMGT]$", text)[0]
+    return len(re.sub(r"\D", "", mantissa).lstrip("0"))
+
+
+def test_report_sections_show_figures_then_sentences_then_tables():
+    trials = depth_study(0.005, 0.0, seeds=3)
+    result = answers(trials, converged(sorted(set(trials["arm"]))))
+    names = [f for s in SECTIONS for f in s.figures]
+    figures = {name: fig.empty(name, "planted") for name in [*names, "extra"]}
+    page = render_html("t", result, figures, "", headline(result), "val_acc")
+    for s in SECTIONS:
+        part = page.split(f"<section id='q-{s.answers[0]}'>")[1].split("</section>")[0]
+        assert f"<h2>{html.escape(s.heading)}</h2>" in part
+        shown = [part.index(f'id="fig-{n}"') for n in s.figures if f'id="fig-{n}"' in part]
+        assert shown == sorted(shown) and all(i < part.index("<ul class='answers'>") for i in shown)
+        assert part.index("<ul class='answers'>") < part.find("<table") or "<table" not in part
+    # the depth figure is drawn under the headline, its section links to it
+    assert page.count('id="fig-depth_effect"') == 1 and "href='#fig-depth_effect'" in page
+    assert page.index('id="fig-extra"') > page.index("<h2>Other figures</h2>")   # never lost
+    pairwise = page.split("<details><summary>pairwise (15 rows: click to show)</summary>")[1]
+    assert pairwise.index("<table") < pairwise.index("</details>")   # folded, not open
+    cells = re.findall(r"<td>(-?[\d.]+(?:e[-+]\d+)?[kMGT]?)</td>", page)
+    decimals = [c for c in cells if "." in c or "e" in c or c[-1] in "kMGT"]
+    assert len(decimals) > 100 and max(map(significant_digits, decimals)) == 3

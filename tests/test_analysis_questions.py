@@ -317,7 +317,7 @@ def test_figures_use_completed_runs_and_mark_only_where_a_trial_diverged():
     epochs = epochs_frame({"a": [[0.5, 0.9], [0.7, 0.9]]})
     crashed = epochs_frame({"a": [[0.1, 0.1]]}).assign(trial_id="a-x", status="diverged")
     fig = figures.learning_curves(pd.concat([epochs, crashed]), {"a": "#000000"})
-    mean = next(t for t in fig.data if t.mode == "lines" and t.xaxis == "x4")
+    mean = next(t for t in fig.data if t.mode == "lines" and t.fill != "toself" and t.xaxis == "x4")
     assert list(mean.y) == pytest.approx([0.6, 0.9])
     search = pd.concat([epochs_frame({a: [[0.5, 0.6, 0.7]]}, phase="search").assign(trial_id="t0")
                         for a in ("a", "b")])
