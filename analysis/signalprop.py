@@ -155,8 +155,10 @@ def sentences(growth: pd.DataFrame, recorded: bool = True) -> list[str]:
                 "explosion or collapse across the blocks can be neither claimed nor ruled out."]
     def arm(r) -> str:
         when = "at initialisation" if r.epoch_first == 0 else f"at epoch {r.epoch_first}"
-        return (f"{r.arm} x{num(r.growth_first)} {when} ({r.verdict_first}; x{num(r.per_block_first)} "
-                f"per block), x{num(r.growth_last)} at epoch {r.epoch_last} ({r.verdict_last})")
+        per_block = (f"; x{num(r.per_block_first)} per block" if pd.notna(r.per_block_first) else
+                     "; one block")
+        return (f"{r.arm} x{num(r.growth_first)} {when} ({r.verdict_first}{per_block}), "
+                f"x{num(r.growth_last)} at epoch {r.epoch_last} ({r.verdict_last})")
     return ["Signal propagation, completed confirmation runs (activation variance at the last block "
             "over the first, geometric mean over seeds; it explodes above "
             f"x{num(EXPLODING_GROWTH)} and collapses below x{num(COLLAPSING_GROWTH)} in every seed): "
