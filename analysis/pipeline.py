@@ -17,6 +17,7 @@ from .common import jsonable
 from .cost import cost_answer, cost_table
 from .headline import headline, headline_text
 from .report import render_html, render_markdown, render_terminal
+from .sentences_replicates import search_variance_answer
 
 
 @dataclass
@@ -41,6 +42,10 @@ def compute(tables: io.StudyTables, level: float = 0.95) -> tuple[dict, dict, di
     frames["cost"] = cost_table(t, spec.metric, spec.mode, level)
     answers["cost"] = jsonable(cost_answer(frames["cost"], spec.metric))
     answers["text"] += answers["cost"]["text"]
+    # how far the answer depends on the search's luck (search replicates: analysis/search_variance.py)
+    variance = jsonable(search_variance_answer(t, spec.metric, spec.mode, level))
+    answers.setdefault("evidence", {})["search_variance"] = variance
+    answers["text"] += variance["text"]
     profile = frames["gradient_profile"]   # completed confirmation trials only
     colors = fig.arm_colors(tables.arms)
     figures = {

@@ -17,7 +17,10 @@ import plotly.io as pio
 BUDGET = "0. Budget: did every arm train?"
 SECTIONS = ((("budget",), BUDGET), (("ranking", "pairwise"), "1. Ranking"), (("depth",), "2. Depth"),
             (("why",), "3. Why: gradient flow"), (("convergence",), "4. Convergence"),
-            (("search",), "5. Search and cost"))
+            (("search",), "5. Search and cost"), (("evidence",), "6. Evidence"))
+# answers keys whose value holds several sub-answers, each with its own text and tables
+# (evidence.search_variance, ...)
+NESTED = ("evidence",)
 STYLE = """
 body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; max-width: 1200px;
        margin: 2em auto; padding: 0 1em; color: #222; line-height: 1.45; }
@@ -35,6 +38,12 @@ def section(answers: dict, keys: tuple[str, ...]) -> tuple[list[str], dict[str, 
     texts, tables = [], {}
     for key in keys:
         part = answers.get(key) or {}
+        if key in NESTED:
+            for name, sub in part.items():
+                sub_texts, sub_tables = section({name: sub}, (name,))
+                texts += sub_texts
+                tables.update({f"{name}.{table}": rows for table, rows in sub_tables.items()})
+            continue
         if isinstance(part, list):
             part = {key: part}
         texts += part.get("text", [])
@@ -100,7 +109,7 @@ def html_table(rows: list[dict]) -> str:
 FIGURES_BY_SECTION = {BUDGET: (), "1. Ranking": ("learning_curves",), "2. Depth": ("depth_effect",),
                       "3. Why: gradient flow": ("gradflow_heatmaps", "attenuation_curves"),
                       "4. Convergence": ("generalisation_gap",),
-                      "5. Search and cost": ("search_curves", "importance_bars")}
+                      "5. Search and cost": ("search_curves", "importance_bars"), "6. Evidence": ()}
 
 
 def headline_html(top: dict) -> str:
