@@ -13,8 +13,9 @@ and imports nothing from `study` or `trainables`: no torch, no Ray.
 Modules: `pipeline` (analyze: folders in, outputs out), `io` (the only one that reads or writes:
 study folders in, answers and report out, W&B), `stats` (intervals, tests, slopes), `questions`
 (the five questions, DataFrame in, frames and dicts out), `sentences` (the answers in words),
-`signalprop` (signal propagation across the blocks, for the 'why' answers), `budget` (arms that did
-not train), `headline` (the answer first), `cost` (parameters, FLOPs and seconds against the
+`signalprop` (signal propagation across the blocks, for the 'why' answers), `search_variance` (the
+spread between search replicates against the spread between seeds; its words in
+`sentences_replicates`), `budget` (arms that did not train), `headline` (the answer first), `cost` (parameters, FLOPs and seconds against the
 metric: the Pareto front), `figures` (plotly figures), `report` (HTML, markdown and terminal
 text), `wandb_report` (the W&B Report), `cli` (the command line).
 """
