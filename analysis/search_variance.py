@@ -19,7 +19,8 @@ the quantiles of max(0, (SSB / U - SSW / V) / n0) over draws U ~ chi2(a - 1), V 
 a fixed seed (so the answers are reproducible). The test of var_between = 0 is the ANOVA F test,
 F = MSB / MSW on (a - 1, N - a) df (scipy.stats.f).
 
-Nothing here reads files; only completed confirmation runs with a final metric count.
+Nothing here reads files; only completed confirmation runs with a final metric count. The other
+answers pool every replicate's runs: an arm's n is then replicates x seeds.
 
 Tests: .venv/bin/python -m pytest tests/test_replicates.py
 """

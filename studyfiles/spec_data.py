@@ -100,16 +100,6 @@ class SpecData:
         return {param: next(iter(dist.items())) for param, dist in self.raw["search"]["space"].items()}
 
     @property
-    def split(self) -> str:
-        """'per_seed' or 'fixed' (a study written before the key existed: fixed)."""
-        return with_later_keys(self.raw)["split"]
-
-    @property
-    def replicates(self) -> int:
-        """Independent searches per arm (1 for a study written before the key existed)."""
-        return int(with_later_keys(self.raw)["search"]["replicates"])
-
-    @property
     def wandb_project(self) -> str:
         return self.raw["wandb"]["project"]
 
