@@ -15,7 +15,9 @@ study folders in, answers and report out, W&B), `stats` (intervals, tests, slope
 (the five questions, DataFrame in, frames and dicts out), `sentences` (the answers in words),
 `signalprop` (signal propagation across the blocks, for the 'why' answers), `evidence` and
 `space_audit` (evidence beyond one search: P(A > B) seed for seed, the expected best against the
-search budget, the search space's audit), `budget` (arms that did not train), `headline` (the answer first), `cost` (parameters, FLOPs and seconds against the
+search budget, the search space's audit), `search_variance` (the spread between search replicates
+against the spread between seeds; its words in `sentences_replicates`), `budget` (arms that did
+not train), `headline` (the answer first), `cost` (parameters, FLOPs and seconds against the
 metric: the Pareto front), `figures` (plotly figures), `report` (HTML, markdown and terminal
 text), `wandb_report` (the W&B Report), `cli` (the command line).
 """

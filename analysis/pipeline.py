@@ -16,7 +16,8 @@ from . import figures_evidence, io, questions, signalprop
 from .common import jsonable, records
 from .cost import cost_answer, cost_table
 from .headline import headline, headline_text
-from .report import render_html, render_markdown, render_terminal
+from .report import render_html, render_markdown, render_terminal, section
+from .sentences_replicates import search_variance_answer
 
 
 @dataclass
@@ -40,6 +41,8 @@ def compute(tables: io.StudyTables, level: float = 0.95) -> tuple[dict, dict, di
         level=level)
     frames["cost"] = cost_table(t, spec.metric, spec.mode, level)
     answers["cost"] = jsonable(cost_answer(frames["cost"], spec.metric))
+    # how far the answer depends on the search's luck (search replicates: analysis/search_variance.py)
+    answers["evidence"]["search_variance"] = jsonable(search_variance_answer(t, spec.metric, spec.mode, level))
     profile = frames["gradient_profile"]   # completed confirmation trials only
     colors = fig.arm_colors(tables.arms)
     figures = {
@@ -60,7 +63,7 @@ def compute(tables: io.StudyTables, level: float = 0.95) -> tuple[dict, dict, di
     answers["why"]["text"] += signalprop.sentences(growth, recorded=not tables.signalprop.empty)
     figures["signal_propagation"] = fig.signal_propagation(frames["signal_profile"], colors)
     # every sentence, section by section in the answers' order (the cost's after the questions')
-    answers["text"] = [s for key in (*questions.TABLES, "cost") for s in answers[key]["text"]]
+    answers["text"] = [s for key in (*questions.TABLES, "cost") for s in section(answers, (key,))[0]]
     return answers, figures, frames
 
 

@@ -43,15 +43,21 @@ HEADLINE_FIGURE = "depth_effect"   # the headline's figure: depth is the study's
 
 
 def section(answers: dict, keys: tuple[str, ...]) -> tuple[list[str], dict[str, list[dict]]]:
-    """(sentences, {table name: records}) of one section of the answers."""
+    """(sentences, {table name: records}) of one section of the answers; a sub-answer (a dict with
+    its own "text", as evidence.search_variance) adds its sentences and its tables as "name.table"."""
     texts, tables = [], {}
     for key in keys:
         part = answers.get(key) or {}
         if isinstance(part, list):
             part = {key: part}
         texts += part.get("text", [])
-        tables.update({name: rows for name, rows in part.items() if name != "text"
-                       and isinstance(rows, list) and rows and isinstance(rows[0], dict)})
+        for name, rows in part.items():
+            if isinstance(rows, dict) and "text" in rows:
+                sub_texts, sub_tables = section({name: rows}, (name,))
+                texts += sub_texts
+                tables.update({f"{name}.{table}": sub for table, sub in sub_tables.items()})
+            elif name != "text" and isinstance(rows, list) and rows and isinstance(rows[0], dict):
+                tables[name] = rows
     return texts, tables
 
 

@@ -7,12 +7,14 @@ import optuna
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from .optuna_storage import optuna_storage
+from .replicates import unit_of
 from .searcher import RAY_TRIAL_ID, PickledState, last_epochs, study_name
 
 
 class PerArmASHA(PickledState, FIFOScheduler):
-    """One ASHAScheduler per arm (keyed by the trial config's "arm"), so a trial only competes with
-    trials of the same architecture.
+    """One ASHAScheduler per arm (keyed by the trial config's "arm", or its search unit with search
+    replicates: study/replicates.py), so a trial only competes with trials of the same
+    architecture and the same search.
 
     On `resume`, decisions the killed driver already made stand: a trial that Optuna records at
     epoch N had been let past every rung before N, so ASHA may not stop it before N now (the
@@ -38,7 +40,7 @@ class PerArmASHA(PickledState, FIFOScheduler):
         if getattr(self, "_floors", None) is None:
             self._floors = (last_epochs(self.storage_url, self.study, self.arms)
                             if self.storage_url else {})
-        return self._floors.get(f"{trial.config['arm']}/{trial.config.get('optuna_trial')}", 0)
+        return self._floors.get(f"{unit_of(trial.config)}/{trial.config.get('optuna_trial')}", 0)
 
     def get_state(self) -> dict:   # the floors and seeds are the driver's, read again after a restore
         return {k: v for k, v in self.__dict__.items() if k not in ("_floors", "_seeded")}
@@ -47,7 +49,7 @@ class PerArmASHA(PickledState, FIFOScheduler):
         return self.get_state()
 
     def _asha(self, trial) -> ASHAScheduler:
-        arm = trial.config["arm"]
+        arm = unit_of(trial.config)
         if arm not in self.by_arm:
             self.by_arm[arm] = ASHAScheduler(**self._options)
         if arm not in self.__dict__.setdefault("_seeded", set()):

@@ -43,7 +43,8 @@ def cmd_validate(args) -> int:
     for warning in [*spec.warnings(), *filter(None, [local_problem(spec)])]:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{args.spec}: ok: study {spec.name!r}, {len(spec.arms)} arms "
-          f"({', '.join(spec.arm_names)}), {spec.search.trials_per_arm} trials per arm, "
+          f"({', '.join(spec.arm_names)}), {spec.search.trials_per_arm} trials per arm"
+          f"{f' x {spec.search.replicates} search replicates' * (spec.search.replicates > 1)}, "
           f"{len(spec.seeds)} seeds, {spec.epochs} epochs, data {spec.data}")
     return 0
 

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from studyfiles.errors import StudyError
-from studyfiles.spec_data import canonical_hash
+from studyfiles.spec_data import canonical_hash, with_later_keys
 from studyfiles.storage import Store
 
 from .spec import StudySpec, spec_from_dict
@@ -107,10 +107,11 @@ def check_unchanged(out: Path, spec: StudySpec, state: dict) -> None:
     if started is None:   # written before study.json kept the hash: nothing to compare with
         return
     if isinstance(state.get("spec"), dict):
+        saved = with_later_keys(state["spec"])   # the keys added since, as the study ran
         try:   # the same defaults on both sides, whichever archstudy wrote the folder
-            original = resolved(spec_from_dict(state["spec"]))
+            original = resolved(spec_from_dict(saved))
         except SpecError:
-            original = state["spec"]
+            original = saved
         changes = spec_changes(original, resolved(spec))
         if not changes:
             return

@@ -92,7 +92,8 @@ class ProgressCallback(tune.Callback):
 
     def __init__(self, phase: str, spec, console: Console | None = None, clock=time.time):
         self.phase, self.spec, self.console, self.clock = phase, spec, console, clock
-        self.trials_per_arm = (spec.search.trials_per_arm if phase == "search" else len(spec.seeds))
+        self.trials_per_arm = (spec.search.trials_per_arm if phase == "search" else len(spec.seeds)) \
+            * spec.search.replicates   # each search replicate has the full budget and its winner
         self.start = clock()
         self.last_shown = -math.inf
         self.display: LiveTable | None = None

@@ -25,6 +25,7 @@ import torch
 from ray import tune
 
 from .optuna_storage import optuna_storage
+from .replicates import arm_of
 from .searcher import ENDED, RAY_TRIAL_ID, study_name
 from .trainable import CHECKPOINT_DIR, STATE_FILE, exists
 
@@ -38,9 +39,10 @@ def recover_lost_trials(store, study: str, arm_configs: dict[str, dict], optuna_
     fs, phase = ((store.fs, f"{store.root}/search") if store.remote
                  else (pafs.LocalFileSystem(), str(store.local / "search")))
     written = []
-    for arm, arm_config in arm_configs.items():
+    for unit, arm_config in arm_configs.items():   # arm_configs: per search unit (replicates.py)
+        arm = arm_of(unit)
         try:
-            trials = optuna.load_study(study_name=study_name(study, arm), storage=optuna_storage(optuna_url)) \
+            trials = optuna.load_study(study_name=study_name(study, unit), storage=optuna_storage(optuna_url)) \
                 .get_trials(deepcopy=False, states=ENDED)
         except KeyError:   # the arm's study was never created
             continue

@@ -1,5 +1,7 @@
 """Runs a study: the search phase (per-arm Optuna + ASHA) and the confirmation phase (each arm's
-best configuration over every seed), both on Ray Tune, then writes the result tables.
+best configuration over every seed), both on Ray Tune, then writes the result tables. With search
+replicates, each arm is searched several times and each search's winner confirmed
+(study/replicates.py says which trials run, with which split seeds).
 
     archstudy run study/specs/quick.yaml        # or: python -m study run ...
     archstudy resume ~/archstudy-results/quick
@@ -35,12 +37,13 @@ from studyfiles.files import write_atomic
 from studyfiles.storage import Store, is_uri, join, mirror_of
 from trainables.data import load_data
 
-from . import interrupt, logs, recovery, tables
+from . import interrupt, logs, recovery, replicates, tables
 from .folder import check_new_study, check_unchanged, read_state
 from .optuna_storage import optuna_storage
 from .progress import ProgressCallback
 from .asha import PerArmASHA
-from .searcher import ArmSearch, FixedConfigs, pruned_epochs, study_name
+from .replicates import search_seed  # noqa: F401  (runner.search_seed: tests, older callers)
+from .searcher import ArmSearch, FixedConfigs, pruned_epochs
 from .spec import StudySpec
 from .spec_file import dump_spec, load_spec, resolved, spec_hash
 from .tensorboard_log import TensorBoardLog
@@ -103,14 +106,6 @@ class UploadCallback(tune.Callback):
         self.store.upload(*self.names)
 
 
-def search_seed(spec: StudySpec) -> int:
-    """The training seed of every search trial: one that no confirmation run uses, so that each
-    confirmation run is an independent re-run of the chosen configuration (with a confirmation
-    seed equal to it, one of an arm's runs would repeat the very search trial that won, and the
-    arm's mean would carry that selection's luck)."""
-    return max(spec.seeds) + 1
-
-
 def trial_dirname(trial) -> str:
     return f"{trial.config['arm']}_{trial.trial_id}"
 
@@ -141,13 +136,9 @@ class Study:
                 "dir": str(mirror_of(self.store.remote) if self.store.remote else self.out),
                 "upload_to": join(self.store.remote, "wandb") if self.store.remote else None}
 
-    # ---- configs ----
+    # ---- configs (study/replicates.py: one search unit per arm and search replicate) ----
     def arm_configs(self) -> dict[str, dict]:
-        s = self.spec
-        return {arm.name: {"model": arm.model, "width": arm.width, "batchnorm": arm.batchnorm,
-                           "hidden": arm.hidden, **s.search.fixed, "epochs": s.epochs,
-                           "seed": search_seed(s), "grad_flow": s.gradient_flow, "phase": "search"}
-                for arm in s.arms}
+        return replicates.search_configs(self.spec)
 
     def trainable(self, data, pruned: dict | None = None):
         res = {"cpu": self.spec.resources.cpu, "gpu": self.spec.resources.gpu}
@@ -162,7 +153,7 @@ class Study:
             checkpoint_config=tune.CheckpointConfig(num_to_keep=3),
             failure_config=tune.FailureConfig(max_failures=self.spec.failure.max_retries),
             callbacks=[ProgressCallback(phase, self.spec), tables.ResultLog(), tables.ProgressLog(),
-                       TensorBoardLog(self.spec, [*self.spec.seeds, search_seed(self.spec)]),
+                       TensorBoardLog(self.spec, [*self.spec.seeds, *replicates.search_seeds(self.spec)]),
                        logs.TrialErrorLines(phase, self.store),
                        UploadCallback(self.store, "optuna.db", "study.json"),
                        recovery.ForgetGoneCheckpoints(), *self.callbacks])
@@ -174,19 +165,19 @@ class Study:
                              space, s.search.trials_per_arm, s.search.algorithm, s.search.seed,
                              s.metric, s.mode, s.search.max_concurrent_per_arm)
         scheduler = (PerArmASHA(s.epochs, s.scheduler.grace_period, s.scheduler.reduction_factor,
-                                s.metric, s.mode, self.optuna_url, s.name, s.arm_names)
+                                s.metric, s.mode, self.optuna_url, s.name, replicates.units(s))
                      if s.scheduler.name == "asha" else FIFOScheduler())
         return tune.Tuner(self.trainable(data), run_config=self.run_config("search"),
                           tune_config=tune.TuneConfig(
                               search_alg=ConcurrencyLimiter(searcher, s.search.max_concurrent),
-                              scheduler=scheduler, num_samples=len(s.arms) * s.search.trials_per_arm,
+                              scheduler=scheduler,
+                              num_samples=len(replicates.units(s)) * s.search.trials_per_arm,
                               reuse_actors=True, trial_dirname_creator=trial_dirname))
 
     def confirm_tuner(self, data) -> tune.Tuner | None:
         """None when no arm has a configuration to confirm (every search trial diverged: a result,
         which the analysis reports)."""
-        configs = [{**config, "seed": seed, "phase": "confirm"}
-                   for config in self.best_configs().values() for seed in self.spec.seeds]
+        configs = replicates.confirm_configs(self.spec, self.best_configs())
         if not configs:
             return None
         return tune.Tuner(self.trainable(data), run_config=self.run_config("confirm"),
@@ -196,25 +187,8 @@ class Study:
                               trial_dirname_creator=trial_dirname))
 
     def best_configs(self) -> dict[str, dict]:
-        """Each arm's best completed search trial (from Optuna), as a full trial config."""
-        import optuna
-        best = {}
-        for arm, config in self.arm_configs().items():
-            try:
-                study = optuna.load_study(study_name=study_name(self.spec.name, arm),
-                                          storage=optuna_storage(self.optuna_url))
-            except KeyError:   # optuna.db lost or replaced, or an arm the search never ran
-                raise StudyError(f"{self.out / 'optuna.db'} holds no search of arm {arm!r}; the "
-                                 "confirmation needs each arm's search results") from None
-            completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-            if completed:
-                best[arm] = {**config, **study.best_trial.params, "arm": arm}
-            elif (rerun := tables.best_rerun(self.out, arm, self.spec)) is not None:
-                best[arm] = {**config, **rerun, "arm": arm}
-            else:
-                print(f"warning: arm {arm!r} has no completed search trial; it is not confirmed "
-                      f"(its search trials: {tables.statuses(self.out, 'search', arm)})", file=sys.stderr)
-        return best
+        """Each unit's best completed search trial (from Optuna), as a full trial config."""
+        return replicates.best_configs(self.spec, self.optuna_url, self.out)
 
     # ---- phases ----
     def tuner(self, phase: str, data) -> tune.Tuner | None:
@@ -226,7 +200,7 @@ class Study:
             print(f"warning: {damaged} is damaged (a driver was killed while Ray Tune saved it); the "
                   "confirmation runs again from the start", file=sys.stderr)
         if tune.Tuner.can_restore(path) and not damaged:
-            pruned = pruned_epochs(self.optuna_url, self.spec.name, self.spec.arm_names)
+            pruned = pruned_epochs(self.optuna_url, self.spec.name, replicates.units(self.spec))
             tuner = tune.Tuner.restore(path, trainable=self.trainable(data, pruned),
                                        resume_unfinished=True, resume_errored=True)
             use_storage(tuner, self.optuna_url)
@@ -309,6 +283,6 @@ def reopen(folder: str | os.PathLike) -> Study:
     out = store.local
     if not (out / "spec.yaml").is_file() or not (out / "study.json").is_file():
         raise StudyError(f"{store} is not a study folder (no spec.yaml / study.json)")
-    spec = load_spec(out / "spec.yaml")
+    spec = load_spec(out / "spec.yaml", saved=True)
     check_unchanged(out, spec, read_state(out))
     return Study(spec, store)

@@ -2,7 +2,9 @@
 study/asha.py).
 
 Every arm gets the same trial budget and its own Optuna study in `<out>/optuna.db` (named
-`<study>/<arm>`, so optuna-dashboard and optuna.visualization open it). Unlike Ray's OptunaSearch, a
+`<study>/<arm>`, so optuna-dashboard and optuna.visualization open it). With search replicates
+(study/replicates.py) each replicate of an arm is a unit of its own, keyed `<arm>/r<k>` where this
+module says "arm": its own study (`<study>/<arm>/r<k>`), budget and sampler seed. Unlike Ray's OptunaSearch, a
 trial that ASHA stops is told to Optuna as PRUNED with its per-epoch intermediate values, not as
 COMPLETE with a truncated score; a diverged or crashed trial is told as FAIL. ArmSearch and
 FixedConfigs are plain Ray Tune plug-ins, used by study/runner.py.
@@ -18,6 +20,7 @@ from ray.tune.search import Searcher
 
 from . import interrupt
 from .optuna_storage import optuna_storage
+from .replicates import arm_of
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -170,7 +173,7 @@ class ArmSearch(PickledState, Searcher):
         trial.set_user_attr(RAY_TRIAL_ID, trial_id)
         self.optuna_trials[trial_id] = (arm, trial.number)
         self._handles[trial_id] = trial
-        return {**self.arms[arm], **trial.params, "arm": arm, "optuna_trial": trial.number}
+        return {**self.arms[arm], **trial.params, "arm": arm_of(arm), "optuna_trial": trial.number}
 
     def count_lost_trials(self) -> None:
         """On `resume`, once: every Optuna trial that ended after Tune's last saved state (which

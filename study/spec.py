@@ -190,6 +190,7 @@ class Search(_Part):
     max_concurrent: PosInt = 2
     # trials of one arm at a time: 1 makes every search decision, so the study, reproducible
     max_concurrent_per_arm: PosInt = 1
+    replicates: PosInt = 1   # independent searches per arm, each confirmed (study/replicates.py)
     space: dict[str, Distribution] = Field(default_factory=dict)
     fixed: dict[str, Any] = Field(default_factory=dict)
 
@@ -277,6 +278,8 @@ class StudySpec(_Part):
     mode: Optional[Literal["max", "min"]] = None   # default: max for *_acc, min for *_loss
     epochs: Annotated[StrictInt, Field(ge=1, le=10000)] = TrainingOptions().epochs   # budget per trial
     seeds: Annotated[list[NonNegInt], Field(min_length=1)] = [0, 1, 2]    # confirmation runs
+    # per_seed: confirmation seed s trains on split seed s, fixed: on 0 (study/replicates.py)
+    split: Literal["per_seed", "fixed"] = "per_seed"
     width: Width = 1.0
     gradient_flow: StrictBool = True
     arms: Annotated[list[Arm], Field(min_length=1)]

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from studyfiles.spec_data import canonical_hash
+from studyfiles.spec_data import canonical_hash, with_later_keys
 from trainables.yaml_values import Dumper, Loader
 
 from .spec import StudySpec, spec_from_dict
@@ -38,8 +38,10 @@ def _load_yaml(text: str, source: str) -> Any:
         raise SpecError(f"{source}: invalid YAML: {type(e).__name__}: {e}") from None
 
 
-def load_spec(path: str | os.PathLike) -> StudySpec:
-    """Read, parse and validate a spec file; every failure is a SpecError."""
+def load_spec(path: str | os.PathLike, saved: bool = False) -> StudySpec:
+    """Read, parse and validate a spec file; every failure is a SpecError. `saved`: a study
+    folder's spec.yaml, in which a key the spec gained later (studyfiles.spec_data.LATER_KEYS) has
+    the value that does what the study did when it was written without it."""
     try:
         raw = Path(path).read_bytes()
     except OSError as e:
@@ -51,17 +53,17 @@ def load_spec(path: str | os.PathLike) -> StudySpec:
     except UnicodeError:
         raise SpecError(f"{path}: not a text YAML file (binary, or not UTF-8); "
                         "expected a UTF-8 YAML spec") from None
-    return parse_spec(text, source=str(path))
+    return parse_spec(text, source=str(path), saved=saved)
 
 
-def parse_spec(text: str, source: str = "<string>") -> StudySpec:
+def parse_spec(text: str, source: str = "<string>", saved: bool = False) -> StudySpec:
     data = _load_yaml(text, source)
     if data is None:
         raise SpecError(f"{source}: empty spec; expected a mapping with at least 'name', 'arms'")
     if not isinstance(data, dict):
         raise SpecError(f"{source}: the top level is a {type(data).__name__} ({short(data)}), not a "
                         "mapping; expected a mapping with at least 'name', 'arms'")
-    return spec_from_dict(data)
+    return spec_from_dict(with_later_keys(data) if saved else data)
 
 
 def json_schema() -> dict:

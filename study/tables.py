@@ -30,6 +30,8 @@ from studyfiles.files import write_parquet
 from trainables.config import training_options
 from trainables.models import get_model, model_depth
 
+from .replicates import arm_of, replicate_of, units
+
 GRADFLOW_KEY = "grad_flow"
 SIGNALPROP_KEY = "signal_prop"
 # The tables of per-layer / per-block rows, and the key of the epoch's metrics that holds their rows
@@ -172,6 +174,8 @@ def collect_phase(out: Path, phase: str, spec) -> tuple[list[dict], list[dict], 
         wall = last.get("time_total_s", 0.0)
         trials.append({
             **base, "optuna_trial": config.get("optuna_trial"),
+            # study/replicates.py: a config without them is replicate 0 on split seed 0
+            "replicate": config.get("replicate", 0), "split_seed": config.get("split_seed", 0),
             "config": json.dumps(training_options(config), sort_keys=True),
             **{f"param_{k}": config[k] for k in spec.search.space},
             "status": trial_status(results, error), "epochs_run": len(results),
@@ -214,16 +218,24 @@ def write_tables(out: Path, spec) -> dict[str, pd.DataFrame]:
     return frames
 
 
+def unit_rows(trials: pd.DataFrame, unit: str) -> pd.DataFrame:
+    """The rows of one search unit (study/replicates.py): its arm's, of its replicate."""
+    arm, replicate = arm_of(unit), replicate_of(unit)
+    if trials.empty:
+        return trials
+    return trials[(trials.arm == arm) & (trials.get("replicate", 0) == replicate)]
+
+
 def failed_arms(trials: pd.DataFrame, phase: str, arms) -> dict[str, str]:
-    """arm -> the first error's cause, for each arm (in `arms` order) that has trials in `phase`
-    and all of them failed: such a phase has no result for that arm (unlike trials that diverged,
-    which are a result)."""
+    """unit -> the first error's cause, for each search unit (an arm, or one search replicate of it;
+    in `arms` order) that has trials in `phase` and all of them failed: such a phase has no result
+    for it (unlike trials that diverged, which are a result)."""
     if trials.empty:
         return {}
     mine = trials[trials.phase == phase]
     failed = {}
     for arm in arms:
-        rows = mine[mine.arm == arm]
+        rows = unit_rows(mine, arm)
         if len(rows) and (rows.status == Status.ERROR).all():
             causes = rows.sort_values(["optuna_trial", "seed"], na_position="last").error.dropna()
             failed[arm] = causes.iloc[0] if len(causes) else "no error.txt; see driver.log"
@@ -231,16 +243,16 @@ def failed_arms(trials: pd.DataFrame, phase: str, arms) -> dict[str, str]:
 
 
 def missing_trials(trials: pd.DataFrame, phase: str, spec) -> dict[str, str]:
-    """arm -> what `phase` lacks for it: search trials short of trials_per_arm, or confirmation runs
-    other than one per seed for an arm that had a completed search trial (a phase whose Tune state
-    could not be restored whole ends like that)."""
+    """unit (an arm, or one search replicate of it) -> what `phase` lacks for it: search trials
+    short of trials_per_arm, or confirmation runs other than one per seed for a unit that had a
+    completed search trial (a phase whose Tune state could not be restored whole ends like that)."""
     mine = trials[trials.phase == phase] if len(trials) else trials
     missing = {}
-    for arm in spec.arm_names:
-        rows = mine[mine.arm == arm] if len(mine) else mine
+    for arm in units(spec):
+        rows = unit_rows(mine, arm)
         if phase == Phase.SEARCH and len(rows) < spec.search.trials_per_arm:
             missing[arm] = f"{len(rows)} of {spec.search.trials_per_arm} search trials"
-        searched = trials[(trials.phase == Phase.SEARCH) & (trials.arm == arm)] if len(trials) else trials
+        searched = unit_rows(trials[trials.phase == Phase.SEARCH] if len(trials) else trials, arm)
         if phase == Phase.CONFIRM and (searched.status == Status.COMPLETED).any() \
                 and sorted(rows.seed.tolist()) != sorted(spec.seeds):
             missing[arm] = (f"confirmation runs with seeds {sorted(rows.seed.tolist())}, "
@@ -251,7 +263,7 @@ def missing_trials(trials: pd.DataFrame, phase: str, spec) -> dict[str, str]:
 def phase_problem(trials: pd.DataFrame, phase: str, spec, folder: str) -> str | None:
     """Why `phase` has no usable result for some arm (one line), or None: the study must not go
     past such a phase. An arm whose trials all diverged is a result, not a problem."""
-    if failed := failed_arms(trials, phase, spec.arm_names):
+    if failed := failed_arms(trials, phase, units(spec)):
         (arm, cause), several = next(iter(failed.items())), len(failed) > 1
         return (f"{phase}: every trial of arm{'s' * several} {', '.join(map(repr, failed))} failed "
                 f"(first error{f' in {arm!r}' * several}: {cause}); fix the cause, then `archstudy "
@@ -266,23 +278,24 @@ def phase_problem(trials: pd.DataFrame, phase: str, spec, folder: str) -> str | 
     return None
 
 
-def statuses(out: Path, phase: str, arm: str) -> str:
-    """'diverged 2, pruned 1': the statuses of an arm's trials in `phase`, from trials.parquet."""
+def statuses(out: Path, phase: str, unit: str) -> str:
+    """'diverged 2, pruned 1': the statuses of a unit's trials in `phase`, from trials.parquet."""
     path = trials_path(out)
     trials = pd.read_parquet(path) if path.exists() else pd.DataFrame(columns=["phase", "arm", "status"])
-    mine = trials[(trials.phase == phase) & (trials.arm == arm)]
+    mine = unit_rows(trials[trials.phase == phase], unit)
     return ", ".join(f"{status} {n}" for status, n in mine.status.value_counts().items()) or "none"
 
 
-def best_rerun(out: Path, arm: str, spec) -> dict | None:
-    """The searched options of the arm's best completed search trial in trials.parquet, for an arm
-    whose Optuna study holds no completed trial: its trials failed, Optuna recorded them as FAIL
-    (which cannot be undone), and `resume` ran them again to completion. None when there is none."""
+def best_rerun(out: Path, unit: str, spec) -> dict | None:
+    """The searched options of the unit's best completed search trial in trials.parquet, for a
+    unit whose Optuna study holds no completed trial: its trials failed, Optuna recorded them as
+    FAIL (which cannot be undone), and `resume` ran them again to completion. None when there is
+    none."""
     path = trials_path(out)
     if not path.exists():
         return None
     trials = pd.read_parquet(path)
-    done = trials[(trials.phase == Phase.SEARCH) & (trials.arm == arm) & (trials.status == Status.COMPLETED)]
+    done = unit_rows(trials[(trials.phase == Phase.SEARCH) & (trials.status == Status.COMPLETED)], unit)
     done = done.dropna(subset=[f"final_{spec.metric}"])
     if done.empty:
         return None

@@ -28,9 +28,11 @@ from ray.tune.utils.util import SafeFallbackEncoder
 
 from studyfiles.files import first_line
 from trainables.config import training_options
+from trainables.data import resplit
 from trainables.train import Trainer
 
 from . import tracking
+from .replicates import unit_of
 from .wandb_rules import run_tags
 
 STATE_FILE = "state.pt"
@@ -73,7 +75,7 @@ class EpochTrainable(tune.Trainable):
     def start(self, config: dict) -> None:
         self.trial_config = config
         self.restart_trainer()
-        self.stop_at = self.pruned.get(f"{config['arm']}/{config.get('optuna_trial')}")
+        self.stop_at = self.pruned.get(f"{unit_of(config)}/{config.get('optuna_trial')}")
         model = self.trainer.model
         self.facts = {"node_id": ray.get_runtime_context().get_node_id(), "family": model.family,
                       "depth": model.depth}
@@ -187,7 +189,8 @@ class EpochTrainable(tune.Trainable):
     def restart_trainer(self) -> None:
         """A new Trainer at epoch 0 for this trial's config (the same seed: the same initial state)."""
         config = self.trial_config
-        self.trainer = Trainer(training_options(config), self.data)
+        # the trial's train/val split (study/replicates.py): split seed 0 is the data as shipped
+        self.trainer = Trainer(training_options(config), resplit(self.data, config.get("split_seed", 0)))
         self.epochs = self.trainer.run(test=config["phase"] == "confirm")   # starts at trainer.epoch
         self.last: dict | None = None   # the last epoch's metrics (kept in checkpoints)
         self.history: list[str] = []      # every report so far, as result.json lines (ditto)

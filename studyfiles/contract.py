@@ -7,7 +7,8 @@ file names, the three tables and their columns, the status values and the phases
 
 A study folder holds:
 - spec.yaml: the resolved spec (every default filled in), read back by `spec_data`;
-- study.json (the study's phase), optuna.db (one Optuna study per arm), driver.log;
+- study.json (the study's phase), optuna.db (one Optuna study per arm and search replicate),
+  driver.log;
 - search/ and confirm/: Ray Tune's experiment folders, one trial folder each;
 - trials.parquet, epochs.parquet, gradflow.parquet, signalprop.parquet: the tables below, rebuilt
   after each phase (folders written before signalprop.parquet existed lack it);
@@ -58,8 +59,11 @@ METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_
 TRIAL_KEY = ("study", "phase", "trial_id", "arm", "model", "family", "line", "depth", "batchnorm",
              "width", "seed")
 
-# trials.parquet: one row per trial. `best_<metric>` and `param_<name>` (one per searched parameter)
-# are named after the spec; `config` is the trial's training options as JSON; seconds are wall-clock
+# trials.parquet: one row per trial. `replicate` is the search replicate a trial belongs to (0..R-1
+# with the spec's search.replicates R: a search trial of that search, or a confirmation run of its
+# winner); `split_seed` the seed of the train/val split it trained on (0 for search trials; a
+# confirmation run's seed under the spec's `split: per_seed`). `best_<metric>` and `param_<name>`
+# (one per searched parameter) are named after the spec; `config` is the trial's training options as JSON; seconds are wall-clock
 # and CPU/GPU-seconds reserved (wall x the trial's resources); `path` is relative to the folder.
 # COST_COLUMNS: `parameters` (count) and `flops_per_sample` (forward FLOPs of one sample, as torch's
 # FlopCounterMode counts them: trainables/cost.py), None for a trial that never reported; and the
@@ -67,7 +71,7 @@ TRIAL_KEY = ("study", "phase", "trial_id", "arm", "model", "family", "line", "de
 # times them), with the reserved CPU- and GPU-seconds per epoch (x resources); NaN without an epoch.
 COST_COLUMNS = ("parameters", "flops_per_sample", "seconds_per_epoch", "cpu_seconds_per_epoch",
                 "gpu_seconds_per_epoch")
-TRIAL_COLUMNS = (*TRIAL_KEY, "optuna_trial", "config", "status", "epochs_run", "error",
+TRIAL_COLUMNS = (*TRIAL_KEY, "optuna_trial", "replicate", "split_seed", "config", "status", "epochs_run", "error",
                  *(f"final_{m}" for m in METRICS), "wall_seconds", "cpu_seconds", "gpu_seconds",
                  "node_id", "path", *COST_COLUMNS)
 

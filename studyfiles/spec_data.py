@@ -11,6 +11,7 @@ YAML), so every key read here is present; a file that is not such a spec is a on
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -23,10 +24,43 @@ from .errors import StudyError
 from .files import first_line
 
 
+# Keys that the spec gained after studies had been written without them, each with the value that
+# does what those studies did. A study folder's saved spec without such a key is read with that
+# value (`with_later_keys`: an older study resumes as it ran), and a resolved spec that holds it
+# hashes as if the key were absent, so such a study's hash stays what it was.
+LATER_KEYS = {("split",): "fixed", ("search", "replicates"): 1}
+
+
+def with_later_keys(data):
+    """A saved resolved spec (plain data) with every missing LATER_KEYS key set to its value."""
+    out = copy.deepcopy(data)
+    for (*parents, key), value in LATER_KEYS.items():
+        if isinstance(part := _section(out, parents), dict):
+            part.setdefault(key, value)
+    return out
+
+
+def without_later_keys(data):
+    """`data` without the LATER_KEYS keys that hold their earlier value."""
+    out = copy.deepcopy(data)
+    for (*parents, key), value in LATER_KEYS.items():
+        if isinstance(part := _section(out, parents), dict) and key in part and part[key] == value:
+            del part[key]
+    return out
+
+
+def _section(data, parents: list[str]):
+    """data[p0][p1]...: the mapping a key lives in; None when some level is not a mapping."""
+    for parent in parents:
+        data = data.get(parent) if isinstance(data, dict) else None
+    return data
+
+
 def canonical_hash(data) -> str:
     """First 12 hex digits of the sha256 of `data` (a resolved spec as plain data) as canonical
-    JSON: sorted keys, no spaces. The study's `spec_hash`."""
-    blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    JSON: sorted keys, no spaces, LATER_KEYS at their earlier value left out. The study's
+    `spec_hash`."""
+    blob = json.dumps(without_later_keys(data), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from trainables.data import (DATASETS, NORMALISATION, Data, DatasetUnavailable, augment_batch, default_root,
-                             load_data, stratified_split)
+                             load_data, resplit, stratified_split)
 
 N_TRAIN, N_TEST = 600, 100  # fake training/test set sizes; validation = 1/12 (MNIST), 1/10 (CIFAR)
 CLASS_WEIGHTS = np.arange(1, 11) / 55  # unbalanced classes, to test proportional stratification
@@ -230,6 +230,27 @@ def test_subset_and_to(mnist5k):
     if torch.cuda.is_available():
         on_gpu = small.to("cuda")
         assert on_gpu.train.x.is_cuda and on_gpu.test.y.is_cuda and not small.train.x.is_cuda
+
+
+def test_resplit_draws_a_stratified_split_per_seed(mnist5k):
+    """A study's split seed s (study/replicates.py): train and val drawn again from the two together,
+    stratified, the same for the same seed, another for another seed; test untouched; seed 0 is the
+    data as loaded."""
+    data = mnist5k[0].subset(train=300, val=100)
+    assert resplit(data, 0) is data
+    one, again, two = resplit(data, 1), resplit(data, 1), resplit(data, 2)
+    rows = lambda split: sorted(map(bytes, split.x.flatten(1).numpy()))   # noqa: E731
+    pool = rows(data.train) + rows(data.val)
+    counts = np.bincount(torch.cat([data.train.y, data.val.y]).numpy(), minlength=10)
+    for split in (one, two):
+        assert (len(split.train), len(split.val)) == (300, 100) and split.test is data.test
+        assert sorted(rows(split.train) + rows(split.val)) == sorted(pool)   # the same digits
+        # stratified: each class's share of val is its share of the pool, to the nearest digit
+        assert np.abs(np.bincount(split.val.y.numpy(), minlength=10) - counts / 4).max() < 1
+    for s in ("train", "val"):
+        assert torch.equal(getattr(one, s).x, getattr(again, s).x)
+        assert torch.equal(getattr(one, s).y, getattr(again, s).y)
+    assert rows(one.val) != rows(two.val) and rows(one.val) != rows(data.val)
 
 
 def test_stratified_split_sizes():

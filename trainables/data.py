@@ -6,6 +6,7 @@ GPU, so training indexes batches directly instead of going through a DataLoader.
     python -c "from trainables.data import load_data; print(load_data('mnist-5k'))"
 
     data = load_data("cifar10", "/datasets", split_seed=0).to("cuda")
+    other = resplit(data, 3)        # train/val drawn again from the two (split seed 3), test kept
     x, y = data.train.x[:128], data.train.y[:128]
     if data.augment:
         x = augment_batch(x, generator)
@@ -129,6 +130,20 @@ def load_data(name: str, root: str | os.PathLike | None = None, *, split_seed: i
     train, val, test = (_to_split(x, y, idx, mean, std) for x, y, idx in splits)
     return Data(name, train, val, test, num_classes=10, in_channels=len(mean),
                 image_size=train.x.shape[-1], augment=name == "cifar10")
+
+
+def resplit(data: Data, split_seed: int) -> Data:
+    """`data` with its train and val splits drawn again from the two together, stratified and
+    seeded by `split_seed` (stratified_split), their sizes and the test split kept; the same seed
+    gives the same split. Split seed 0 is `data` as given: the split that load_data drew with
+    split_seed 0 (so a study's split seed 0 is the split it loaded, and seed s another draw)."""
+    if split_seed == 0:
+        return data
+    x = torch.cat([data.train.x, data.val.x])
+    y = torch.cat([data.train.y, data.val.y])
+    parts = stratified_split(y.cpu().numpy(), (len(data.train), len(data.val)), split_seed)
+    train, val = (torch.from_numpy(idx).to(y.device) for idx in parts)
+    return dataclasses.replace(data, train=Split(x[train], y[train]), val=Split(x[val], y[val]))
 
 
 def stratified_split(labels, sizes, seed: int) -> list[np.ndarray]:
