@@ -115,6 +115,7 @@ def signalled(command: list[str], out: Path, log: Path, env: dict, moment, signu
         finally:   # the process group held the driver and its Ray: nothing of them may be left
             ns.left_alive = reap(run, timeout=20, family=ns.family)
     ns.output = log.read_text(errors="replace")
+    ns.wall = time.time() - since
     assert ns.reached and ns.exit_before_signal is None, \
         f"`{' '.join(command)}` ended before the signal:\n{ns.output[-3000:]}"
     return ns
