@@ -27,6 +27,8 @@ from study.searcher import study_name
 from study.spec_file import load_spec, spec_hash
 from studyfiles.spec_data import canonical_hash
 
+from test_analysis import FIGURES
+
 from analysis.search_variance import replicate_verdicts, search_spread, variance_components
 from analysis.sentences_replicates import search_variance_answer
 
@@ -84,6 +86,11 @@ def test_the_answers_measure_the_search_variance(replicated):
     assert found["text"][0].startswith("Search variance over 2 search replicates per arm")
     markdown = (out / "answers.md").read_text()
     assert "## 6. Evidence" in markdown and found["text"][0] in markdown
+    # the rest of the evidence, and every figure, on this study too
+    assert {"search_variance", "prob_better", "expected_best", "space_audit"} <= set(answers["evidence"])
+    assert {r["arm"] for r in answers["why"]["signal_propagation"]} == set(ARM_NAMES)
+    html = (out / "report.html").read_text()
+    assert all(f'id="fig-{name}"' in html for name in FIGURES), [n for n in FIGURES if f'id="fig-{n}"' not in html]
 
 
 def test_a_study_written_before_the_keys_existed_resumes_as_it_ran(study_env, tmp_path):
