@@ -38,11 +38,11 @@ def recover_lost_trials(store, study: str, arm_configs: dict[str, dict], optuna_
     every ended search trial that has no params.json on storage. Returns the folders written."""
     fs, phase = ((store.fs, f"{store.root}/search") if store.remote
                  else (pafs.LocalFileSystem(), str(store.local / "search")))
-    written = []
+    written, storage = [], optuna_storage(optuna_url)
     for unit, arm_config in arm_configs.items():   # arm_configs: per search unit (replicates.py)
         arm = arm_of(unit)
         try:
-            trials = optuna.load_study(study_name=study_name(study, unit), storage=optuna_storage(optuna_url)) \
+            trials = optuna.load_study(study_name=study_name(study, unit), storage=storage) \
                 .get_trials(deepcopy=False, states=ENDED)
         except KeyError:   # the arm's study was never created
             continue

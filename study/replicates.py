@@ -95,13 +95,12 @@ def best_configs(spec, optuna_url: str, out) -> dict[str, dict]:
     from . import tables   # here: trial processes import this module, and need neither
     from .optuna_storage import optuna_storage
     from .searcher import study_name
-    best = {}
+    best, storage = {}, optuna_storage(optuna_url)
     for unit, config in search_configs(spec).items():
         arm, replicate = arm_of(unit), replicate_of(unit)
         which = f"arm {arm!r}" + (f" (search replicate {replicate})" if unit != arm else "")
         try:
-            study = optuna.load_study(study_name=study_name(spec.name, unit),
-                                      storage=optuna_storage(optuna_url))
+            study = optuna.load_study(study_name=study_name(spec.name, unit), storage=storage)
         except KeyError:   # optuna.db lost or replaced, or an arm the search never ran
             raise StudyError(f"{out / 'optuna.db'} holds no search of {which}; the confirmation "
                              "needs each arm's search results") from None

@@ -42,7 +42,6 @@ from .folder import check_new_study, check_unchanged, read_state
 from .optuna_storage import optuna_storage
 from .progress import ProgressCallback
 from .asha import PerArmASHA
-from .replicates import search_seed  # noqa: F401  (runner.search_seed: tests, older callers)
 from .searcher import ArmSearch, FixedConfigs, pruned_epochs
 from .spec import StudySpec
 from .spec_file import dump_spec, load_spec, resolved, spec_hash

@@ -49,11 +49,10 @@ def last_epochs(storage_url: str, study: str, arms, states=tuple(TrialState)) ->
     may restart from an earlier checkpoint. ASHA had let it past every rung before N (PerArmASHA
     keeps that decision), and a PRUNED one stops itself at N (study/trainable.py) instead of
     training on."""
-    epochs = {}
+    epochs, storage = {}, optuna_storage(storage_url)
     for arm in arms:
         try:
-            trials = optuna.load_study(study_name=study_name(study, arm),
-                                      storage=optuna_storage(storage_url)).trials
+            trials = optuna.load_study(study_name=study_name(study, arm), storage=storage).trials
         except KeyError:   # the arm's study was never created
             continue
         for t in trials:

@@ -4,7 +4,7 @@
     python -m pytest tests/test_diverging.py
 
 A tiny study with a fixed lr of 7.0, three MLP arms, confirmation seeds 4 and 11 (so the search
-trials train with seed 12, runner.search_seed). One hidden layer of 32 never diverges (its ReLUs die
+trials train with seed 12, replicates.search_seed). One hidden layer of 32 never diverges (its ReLUs die
 instead); [40, 40] completes with seeds 12 and 4 and diverges in epoch 2 with seed 11; [64, 64, 64]
 diverges in epoch 1. Each of these outcomes stays the same for any lr from 6.3 to 7.7 (checked at
 17 points) and with 1 or 2 torch threads, so it is no knife-edge that another CPU's rounding could
@@ -28,7 +28,7 @@ import pytest
 from optuna.trial import TrialState
 
 from analysis import questions
-from study import runner
+from study import replicates, runner
 from study.searcher import study_name
 from study.spec_file import load_spec
 
@@ -60,7 +60,7 @@ def diverging(ray_local, study_env, tmp_path_factory):
     path = root / "diverging.yaml"
     path.write_text(diverging_spec_text(root / "results"))
     spec = load_spec(path)
-    assert runner.search_seed(spec) == 12, "the arms' outcomes above were checked for search seed 12"
+    assert replicates.search_seed(spec) == 12, "the arms' outcomes above were checked for search seed 12"
     study = runner.prepare(spec)
     stderr = io.StringIO()
     with contextlib.redirect_stderr(stderr):   # the runner's own lines (not Ray's or Tune's logs)
