@@ -144,10 +144,11 @@ def tiny(ray_local, study_env, tmp_path_factory):
     study = runner.prepare(spec)
     runner.start_ray(None)   # a no-op: the session's Ray is already up
     started = time.monotonic()
+    commit = runner.git_commit()   # what its W&B runs record (HEAD may move during the session)
     study.run()
     out = study.out
     return SimpleNamespace(
-        out=out, spec=spec, seconds=time.monotonic() - started,
+        out=out, spec=spec, seconds=time.monotonic() - started, git_commit=commit,
         trials=pd.read_parquet(out / "trials.parquet"), epochs=pd.read_parquet(out / "epochs.parquet"),
         gradflow=pd.read_parquet(out / "gradflow.parquet"),
         storage=f"sqlite:///{out / 'optuna.db'}")

@@ -136,9 +136,8 @@ def test_confirmation_reruns_each_arms_best_config(tiny):
 # ---- W&B ---------------------------------------------------------------------------------------------
 def tiny_wandb_problems(tiny, phase: str) -> list[str]:
     spec_hash = json.loads((tiny.out / "study.json").read_text())["spec_hash"]
-    commit = runner.git_commit()
     trials = tiny.trials[tiny.trials.phase == phase]
-    return wandb_problems(tiny.out, spec_hash, commit, trials, tiny.epochs, tiny.gradflow)
+    return wandb_problems(tiny.out, spec_hash, tiny.git_commit, trials, tiny.epochs, tiny.gradflow)
 
 
 def test_wandb_runs_are_complete_under_four_concurrent_trials(ray_local, study_env, tmp_path):
