@@ -14,162 +14,28 @@ Training options (the arms' model options, `search.space`, `search.fixed`) are c
 truth for them. What other systems will do with a valid spec (W&B's rules for the values built from
 it, the devices Ray lets a trial see) is checked too, in study/spec_checks.py.
 
-Reading order: value types, the spec's sections (Subset, Arm, Distribution, Search, Scheduler,
-Resources, WandbConfig, Failure), the top-level StudySpec, and `spec_from_dict`, which validates.
+Reading order: the search (Search, with the options it may not set), Scheduler, Resources,
+WandbConfig, Failure, the top-level StudySpec, and `spec_from_dict`, which validates. The value types
+and the small sections (Subset, Arm, Distribution) are in study/spec_parts.py.
 """
 from __future__ import annotations
 
-import difflib
 import os
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping, Optional
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr,
-                      ValidationError, model_serializer, model_validator)
+from pydantic import Field, StrictBool, StrictInt, StrictStr, ValidationError, model_validator
 
 from studyfiles.storage import is_uri, join
-from trainables.config import Hidden, ModelName, Number, OptionError, PosInt, TrainingOptions, Width
-from trainables.data import DATASETS
+from trainables.config import Number, OptionError, PosInt, TrainingOptions, Width
 
 from . import spec_checks
-from .spec_errors import NAME_RE, SpecError, bad, one_line, short
+from .spec_errors import SpecError, bad, one_line, short
+from .spec_parts import (Arm, Dataset, Distribution, Metric, Name, NonNegInt, Part,
+                         StoragePath, Subset)
 
-
-# ---- value types (strict: YAML's true is not 1, '5' is not 5) --------------------------------------
-def _no_dotdot(name: str) -> str:
-    if ".." in name:
-        raise bad((), name, "'..' is not allowed in a name (it is used as a folder name)")
-    return name
-
-
-def _storage(value: str) -> str:
-    scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]+):", value)   # 2+ letters: C:\ is a local path
-    if not value.strip() or (scheme and not re.fullmatch(r"(s3|gs)://[^/\s]+(/.*)?", value)):
-        raise bad((), value, "expected a local path, s3://BUCKET/... or gs://BUCKET/...")
-    return value
-
-
-# Number (ints are fine, 3 -> 3.0; bools aren't), PosInt and the arms' ModelName, Width and Hidden
-# are the training options' own types (trainables/config.py).
-Name = Annotated[StrictStr, Field(pattern=NAME_RE), AfterValidator(_no_dotdot)]
-NonNegInt = Annotated[StrictInt, Field(ge=0)]
-Pair = Annotated[list[Number], Field(min_length=2, max_length=2)]
-IntPair = Annotated[list[StrictInt], Field(min_length=2, max_length=2)]
-Dataset = Literal[tuple(DATASETS)]
-Metric = Literal["val_acc", "val_loss", "train_acc", "train_loss"]
-
-
-class _Part(BaseModel):
-    """Base of every section: unknown keys are errors that name the allowed keys."""
-    model_config = ConfigDict(extra="forbid")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_unknown_keys(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            allowed = [field.alias or name for name, field in cls.model_fields.items()]
-            for key in data:
-                if key not in allowed:
-                    close = difflib.get_close_matches(str(key), allowed, n=1)
-                    hint = f" (did you mean {close[0]!r}?)" if close else ""
-                    raise bad((str(key),), key, f"unknown key{hint}; allowed keys: {', '.join(allowed)}")
-        return data
-
-
-# ---- the sections ----------------------------------------------------------------------------------
-class Subset(_Part):
-    """Use only the first n samples of a split (tests, quick runs); a missing split is used whole."""
-    train: Optional[PosInt] = None
-    val: Optional[PosInt] = None
-    test: Optional[PosInt] = None
-
-
-class Arm(_Part):
-    """One architecture to compare; `width` left out means the study's `width`."""
-    model: ModelName
-    name: Optional[Name] = None             # default: model + "-nobn" + "-w<width>" + "-h<a>x<b>"
-    batchnorm: StrictBool = True
-    width: Optional[Width] = None
-    hidden: Optional[Hidden] = None         # mlp only
-
-    @model_validator(mode="after")
-    def _check(self) -> Arm:
-        if self.hidden is not None and self.model != "mlp":
-            raise bad(("hidden",), self.hidden, f"only model mlp takes hidden layers (this arm is "
-                                                 f"{self.model}); remove 'hidden'")
-        if self.name is None:
-            self.name = (self.model + ("" if self.batchnorm else "-nobn")
-                         + (f"-w{self.width:g}" if self.width is not None else "")
-                         + ("-h" + "x".join(map(str, self.hidden)) if self.hidden else ""))
-            if not re.match(NAME_RE, self.name):
-                raise bad(("name",), self.name, "the name made from model and hidden is too long; "
-                                                 "give the arm a 'name'")
-        return self
-
-
-KINDS = ("loguniform", "uniform", "int", "choice")
-
-
-def _one_key_schema(schema: dict) -> None:
-    """JSON Schema of a Distribution: exactly one of its keys, none of them null."""
-    schema.update(minProperties=1, maxProperties=1)
-    for prop in schema["properties"].values():
-        prop.update(next(s for s in prop.pop("anyOf") if s != {"type": "null"}))
-        prop.pop("default", None)
-
-
-class Distribution(_Part):
-    """One searched option: exactly one of {loguniform: [lo, hi]}, {uniform: [lo, hi]},
-    {int: [lo, hi]} (both ends included) or {choice: [v, ...]}."""
-    model_config = ConfigDict(extra="forbid", json_schema_extra=_one_key_schema)
-    loguniform: Optional[Pair] = None
-    uniform: Optional[Pair] = None
-    int_: Optional[IntPair] = Field(None, alias="int")
-    choice: Optional[Annotated[list[Any], Field(min_length=1)]] = None
-
-    @property
-    def kind(self) -> str:
-        return next(kind for kind in KINDS if getattr(self, _attr(kind)) is not None)
-
-    @property
-    def args(self) -> list:
-        return getattr(self, _attr(self.kind))
-
-    @model_serializer
-    def _as_one_key(self) -> dict:
-        return {self.kind: self.args}
-
-    def __repr__(self) -> str:
-        return f"Distribution({self.kind}={self.args!r})"
-
-    @model_validator(mode="after")
-    def _check(self) -> Distribution:
-        given = {kind: getattr(self, _attr(kind)) for kind in KINDS
-                 if getattr(self, _attr(kind)) is not None}
-        if len(given) != 1:
-            raise bad((), given, "expected exactly one of: loguniform: [lo, hi], uniform: [lo, hi], "
-                                  "int: [lo, hi], choice: [v, ...]")
-        kind, args = self.kind, self.args
-        if kind == "choice":
-            for i, value in enumerate(args):
-                if not isinstance(value, (bool, int, float, str)):   # Optuna stores nothing else
-                    raise bad(("choice", i), value, "a choice is a number, a string or true/false "
-                                                     "(Optuna's categories hold no lists or mappings); "
-                                                     "a list option such as milestones goes in "
-                                                     "search.fixed")
-                if value in args[:i]:
-                    raise bad(("choice", i), value, "expected distinct choices (this one is repeated)")
-            return self
-        if kind == "loguniform" and args[0] <= 0:
-            raise bad((kind, 0), args[0], "expected lo > 0 (a log scale can't reach 0)")
-        if not args[0] < args[1]:
-            raise bad((kind,), args, "expected [lo, hi] with lo < hi")
-        return self
-
-
-def _attr(kind: str) -> str:
-    return "int_" if kind == "int" else kind
+__all__ = ["Arm", "Distribution", "Subset", "Search", "Scheduler", "Resources", "WandbConfig",
+           "Failure", "StudySpec", "spec_from_dict", "SpecError"]
 
 
 # Training options a search may not set, and where they come from instead.
@@ -181,7 +47,7 @@ NOT_SEARCHED = {"epochs": "it comes from the top-level 'epochs'",
 SEARCHABLE = [key for key in TrainingOptions.model_fields if key not in NOT_SEARCHED]
 
 
-class Search(_Part):
+class Search(Part):
     """The per-arm hyperparameter search; `space` and `fixed` map training options (see
     trainables/config.py) to a Distribution or a value. Options in neither keep their defaults."""
     algorithm: Literal["optuna", "random"] = "optuna"   # optuna: TPE, seeded with `seed`
@@ -227,14 +93,14 @@ def _check_option(where: tuple, key: str, value: Any) -> Any:
         raise bad(where, value, e.allowed) from None
 
 
-class Scheduler(_Part):
+class Scheduler(Part):
     """Early stopping within each arm's search: ASHA, or none (every trial runs all epochs)."""
     name: Literal["asha", "none"] = "asha"
     grace_period: PosInt = 1                 # epochs before ASHA may stop a trial (<= epochs)
     reduction_factor: Annotated[Number, Field(gt=1.0)] = 2.0
 
 
-class Resources(_Part):
+class Resources(Part):
     """Per trial. Ray shares a GPU only in fractions below 1: 0.25, 0.5, 1, 2 are fine; 1.5 isn't."""
     cpu: Annotated[Number, Field(gt=0.0)] = 1.0
     gpu: Annotated[Number, Field(ge=0.0)] = 0.0
@@ -246,7 +112,7 @@ class Resources(_Part):
         return self
 
 
-class WandbConfig(_Part):
+class WandbConfig(Part):
     """Weights & Biases logging; one W&B group per study (its name)."""
     project: Annotated[StrictStr, Field(min_length=1)] = "archstudy"
     entity: Optional[StrictStr] = None
@@ -264,11 +130,11 @@ class WandbConfig(_Part):
         return "online" if env.get("WANDB_API_KEY") else "offline"
 
 
-class Failure(_Part):
+class Failure(Part):
     max_retries: NonNegInt = 2               # Ray's retries of a crashed trial
 
 
-class StudySpec(_Part):
+class StudySpec(Part):
     """A whole study. After validation, `mode` and every arm's `name` and `width` are filled in."""
     name: Name                               # output folder name and W&B group
     data: Dataset = "mnist-5k"
@@ -287,7 +153,7 @@ class StudySpec(_Part):
     scheduler: Scheduler = Field(default_factory=Scheduler)
     resources: Resources = Field(default_factory=Resources)
     wandb: WandbConfig = Field(default_factory=WandbConfig)
-    storage: Annotated[StrictStr, AfterValidator(_storage)] = "~/archstudy-results"
+    storage: StoragePath = "~/archstudy-results"
     failure: Failure = Field(default_factory=Failure)
 
     @model_validator(mode="after")
