@@ -17,6 +17,10 @@ scores sorted v(1) <= ... <= v(N), the expected maximum of n draws (with replace
 sum_i v(i) ((i/N)^n - ((i-1)/N)^n). It assumes independent draws: TPE's suggestions depend on the
 trials before them, and ASHA keeps only the trials that looked good early, so for such a search the
 curve is an estimate; `search.algorithm: random` with `scheduler: {name: none}` draws independently.
+Even for independent draws this plug-in estimate is biased low as n nears N (at n = N it is below
+the best score found), the price of its low variance: the unbiased estimator, drawing without
+replacement, has the highest variance (Dodge et al. 2021, "Expected validation performance and
+estimation of a random variable's maximum", Findings of EMNLP).
 
 Tests: .venv/bin/python -m pytest tests/test_analysis_evidence.py
 """

@@ -7,17 +7,21 @@ trials.parquet's `replicate` column), each arm's confirmed runs fall into R grou
     replicate_verdicts(trials, metric, mode)      # do the ranking and depth verdicts hold in each?
     search_variance(trials, metric, mode)         # all of it: answers.json's evidence.search_variance
 
-The decomposition is the one-way random effects model y_ij = mu + a_i + e_ij (Searle, Casella and
-McCulloch, "Variance Components", Wiley 1992, sections 3.5-3.6): replicate i's search lands on a
-configuration worth a_i ~ N(0, var_between) above the arm's average, and seed j adds
-e_ij ~ N(0, var_within). From the ANOVA mean squares MSB (between replicates, a - 1 df) and MSW
-(within, N - a df): var_within = MSW, var_between = max(0, (MSB - MSW) / n0), where n0 is the
-replicates' size (for unequal sizes, (N - sum n_i^2 / N) / (a - 1)). Intervals at `level`: for
-var_within the exact chi-square interval SSW / chi2(N - a); for var_between the generalised
-confidence interval of Weerahandi ("Generalized confidence intervals", JASA 88, 1993, 899-905):
-the quantiles of max(0, (SSB / U - SSW / V) / n0) over draws U ~ chi2(a - 1), V ~ chi2(N - a), from
-a fixed seed (so the answers are reproducible). The test of var_between = 0 is the ANOVA F test,
-F = MSB / MSW on (a - 1, N - a) df (scipy.stats.f).
+The decomposition is the two-way crossed random model without replication, y_ij = mu + a_i + b_j
++ e_ij (Searle, Casella and McCulloch, "Variance Components", Wiley 1992, section 4.4): every
+replicate's winner is confirmed over the same seeds (and, with `split: per_seed`, the same splits),
+so seed j's effect b_j ~ N(0, var_seed) is shared by every replicate and cancels out of the
+comparison of replicates; replicate i's search lands on a configuration worth a_i ~ N(0,
+var_between) above the arm's average; e_ij ~ N(0, var_res) is the rest. From the mean squares MSR
+(replicates, R - 1 df), MSS (seeds, S - 1 df) and MSE (residual, (R - 1)(S - 1) df):
+var_between = max(0, (MSR - MSE) / S), and var_within, the spread of one replicate's runs over the
+seeds (var_seed + var_res), = max(0, (MSS - MSE) / R) + MSE. Intervals at `level` are generalised
+confidence intervals (Weerahandi, "Generalized confidence intervals", JASA 88, 1993, 899-905): the
+quantiles of the same expressions with each sum of squares SS divided by a chi-square draw on its df
+in place of its df, from a fixed seed (so the answers are reproducible). The test of
+var_between = 0 is the F test MSR / MSE on (R - 1, (R - 1)(S - 1)) df (scipy.stats.f). Only the
+seeds every replicate completed count (a balanced table); with one replicate, var_within is the
+seeds' sample variance with the exact chi-square interval.
 
 Nothing here reads files; only completed confirmation runs with a final metric count. The other
 answers pool every replicate's runs: an arm's n is then replicates x seeds.
@@ -39,7 +43,7 @@ DRAWS = 10_000      # chi-square draws for the generalised interval of var_betwe
 DRAW_SEED = 0
 COMPONENTS = ["var_between", "var_between_lo", "var_between_hi", "var_within", "var_within_lo",
               "var_within_hi", "share_between", "F", "p"]   # variance_components' numbers
-SPREAD_COLUMNS = ["arm", "replicates", "runs", "replicate_means", "mean", *COMPONENTS, "verdict"]
+SPREAD_COLUMNS = ["arm", "replicates", "seeds", "runs", "replicate_means", "mean", *COMPONENTS, "verdict"]
 VERDICT_COLUMNS = ["question", "item", "overall", "per_replicate", "holds", "reversed"]
 # verdicts that decide nothing (analysis/ranking.py, analysis/depth.py): a replicate giving one of
 # these where the pooled runs decide has fewer runs, not another answer
@@ -51,41 +55,50 @@ def decided(verdict: str) -> bool:
     return verdict not in UNDECIDED and not verdict.startswith("too few")
 
 
-def variance_components(values, groups, level: float = 0.95) -> dict:
-    """One-way random effects decomposition of `values` (numbers) into the spread between `groups`
-    (labels, one per value) and within them; see the module docstring. NaN values are dropped.
+def variance_components(values, groups, blocks, level: float = 0.95) -> dict:
+    """Two-way random effects decomposition of `values` (numbers) by `groups` (the replicates) crossed
+    with `blocks` (the seeds shared by every replicate); see the module docstring. One value per
+    (group, block): repeats are averaged; NaN values and blocks missing from some group are left out.
 
-    Returns groups (a), n (N), var_between with var_between_lo/_hi, var_within with
-    var_within_lo/_hi, share_between (var_between / (var_between + var_within)), F, p. The
-    between-group numbers are NaN with fewer than 2 groups, everything is NaN without a
-    within-group degree of freedom (N - a < 1); no spread within groups gives F = inf, p = 0 when
-    the group means differ."""
-    frame = pd.DataFrame({"y": np.asarray(values, dtype=float), "g": list(groups)}).dropna()
-    sizes = frame.groupby("g")["y"].size()
-    a, n = len(sizes), len(frame)
-    out = {"groups": a, "n": n, **dict.fromkeys(COMPONENTS, NAN)}
-    if a < 1 or n - a < 1:
+    Returns groups (R), blocks (S), n (R x S, the values used), var_between with
+    var_between_lo/_hi, var_within with var_within_lo/_hi, share_between (var_between /
+    (var_between + var_within)), F, p. Everything is NaN with fewer than 2 shared blocks, the
+    between-group numbers with fewer than 2 groups; no residual spread gives F = inf, p = 0 when the
+    group means differ."""
+    frame = pd.DataFrame({"y": np.asarray(values, dtype=float), "g": list(groups),
+                          "b": list(blocks)}).dropna()
+    table = frame.pivot_table(index="g", columns="b", values="y", aggfunc="mean").dropna(axis=1)
+    (r, s), y = table.shape, table.to_numpy()
+    out = {"groups": r, "blocks": s, "n": r * s, **dict.fromkeys(COMPONENTS, NAN)}
+    if r < 1 or s < 2:
         return out
-    means = frame.groupby("g")["y"].transform("mean")
-    ssw = float(((frame["y"] - means) ** 2).sum())
-    df_w = n - a
-    chi_hi, chi_lo = stats.chi2.ppf([(1 + level) / 2, (1 - level) / 2], df_w)
-    out.update(var_within=ssw / df_w, var_within_lo=float(ssw / chi_hi), var_within_hi=float(ssw / chi_lo))
-    if a < 2:
-        return out
-    ssb = float(((means - frame["y"].mean()) ** 2).sum())
-    df_b, n0 = a - 1, (n - float((sizes ** 2).sum()) / n) / (a - 1)
-    msb, msw = ssb / df_b, ssw / df_w
-    between = max(0.0, (msb - msw) / n0)
     rng = np.random.default_rng(DRAW_SEED)
+    lo_q, hi_q = (1 - level) / 2, (1 + level) / 2
+    if r == 1:
+        ss = float(((y - y.mean()) ** 2).sum())
+        chi_hi, chi_lo = stats.chi2.ppf([hi_q, lo_q], s - 1)
+        out.update(var_within=ss / (s - 1), var_within_lo=float(ss / chi_hi), var_within_hi=float(ss / chi_lo))
+        return out
+    m, rows_m, cols_m = y.mean(), y.mean(axis=1), y.mean(axis=0)
+    ss_r, ss_s = s * float(((rows_m - m) ** 2).sum()), r * float(((cols_m - m) ** 2).sum())
+    ss_e = float(((y - rows_m[:, None] - cols_m[None, :] + m) ** 2).sum())
+    rounding = y.size * (64 * np.finfo(float).eps * np.abs(y).max()) ** 2   # what equal values leave
+    ss_r, ss_s, ss_e = (v if v > rounding else 0.0 for v in (ss_r, ss_s, ss_e))
+    df_r, df_s, df_e = r - 1, s - 1, (r - 1) * (s - 1)
+    ms_r, ms_s, ms_e = ss_r / df_r, ss_s / df_s, ss_e / df_e
+    between = max(0.0, (ms_r - ms_e) / s)
+    within = max(0.0, (ms_s - ms_e) / r) + ms_e
     with np.errstate(divide="ignore", invalid="ignore"):
-        draws = np.maximum(0.0, (ssb / rng.chisquare(df_b, DRAWS) - ssw / rng.chisquare(df_w, DRAWS)) / n0)
-        f = msb / msw if msw > 0 else (np.inf if msb > 0 else NAN)
-    lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
-    total = between + msw
-    out.update(var_between=between, var_between_lo=float(lo), var_between_hi=float(hi),
+        e_draws = ss_e / rng.chisquare(df_e, DRAWS)
+        b_draws = np.maximum(0.0, (ss_r / rng.chisquare(df_r, DRAWS) - e_draws) / s)
+        w_draws = np.maximum(0.0, (ss_s / rng.chisquare(df_s, DRAWS) - e_draws) / r) + e_draws
+        f = ms_r / ms_e if ms_e > 0 else (np.inf if ms_r > 0 else NAN)
+    total = between + within
+    out.update(var_between=between, var_between_lo=float(np.quantile(b_draws, lo_q)),
+               var_between_hi=float(np.quantile(b_draws, hi_q)), var_within=within,
+               var_within_lo=float(np.quantile(w_draws, lo_q)), var_within_hi=float(np.quantile(w_draws, hi_q)),
                share_between=between / total if total > 0 else NAN, F=float(f),
-               p=float(stats.f.sf(f, df_b, df_w)) if np.isfinite(f) else (0.0 if f == np.inf else NAN))
+               p=float(stats.f.sf(f, df_r, df_e)) if np.isfinite(f) else (0.0 if f == np.inf else NAN))
     return out
 
 
@@ -104,17 +117,18 @@ def search_spread(trials: pd.DataFrame, metric: str = "val_acc", level: float = 
     """One row per arm: variance_components() of its completed confirmation runs' final `metric`
     over its replicates, with the replicates' means, the arm's mean and a verdict ("search spread"
     when the F test finds the replicates' means further apart than the seeds explain, at
-    1 - level; "no detectable search spread"; "too few replicates"; "too few seeds"). Needs
-    columns: phase, status, arm, replicate (0 when absent), final_<metric>."""
+    1 - level; "no detectable search spread"; "too few replicates"; "too few seeds"). `seeds`
+    and `runs` count what the decomposition used: the seeds every replicate completed. Needs
+    columns: phase, status, arm, seed, replicate (0 when absent), final_<metric>."""
     col = f"final_{metric}"
-    runs = rows(trials, phase="confirm", status="completed", need=(col, "replicate"))
+    runs = rows(trials, phase="confirm", status="completed", need=(col, "replicate", "seed"))
     runs = runs.assign(replicate=runs["replicate"].fillna(0)).dropna(subset=[col])
     table = []
     for arm, g in runs.groupby("arm", sort=False):
-        found = variance_components(g[col], g["replicate"], level)
+        found = variance_components(g[col], g["replicate"], g["seed"], level)
         means = g.groupby("replicate")[col].mean()
-        table.append({"arm": arm, "replicates": found["groups"], "runs": found["n"],
-                      "replicate_means": means.tolist(), "mean": float(g[col].mean()),
+        table.append({"arm": arm, "replicates": found["groups"], "seeds": found["blocks"],
+                      "runs": found["n"], "replicate_means": means.tolist(), "mean": float(g[col].mean()),
                       **{k: found[k] for k in COMPONENTS},
                       "verdict": spread_verdict(found, level)})
     return pd.DataFrame(table, columns=SPREAD_COLUMNS)

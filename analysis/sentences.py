@@ -160,8 +160,8 @@ def pairwise(found: dict, metric: str, level: float) -> list[str]:
     for r in decided.itertuples():
         win, lose = (r.arm_a, r.arm_b) if r.verdict == "a better" else (r.arm_b, r.arm_a)
         text.append(f"{win} beats {lose} on {metric}: difference {num(abs(r.diff))} "
-                    f"({ci(r.diff_ci_lo, r.diff_ci_hi, level)} for {r.arm_a} - {r.arm_b}, {pval(r.p)}, "
-                    f"Holm-adjusted {pval(r.p_holm)}, Hedges' g {num(r.hedges_g, 2)})."
+                    f"(unadjusted {ci(r.diff_ci_lo, r.diff_ci_hi, level)} for {r.arm_a} - {r.arm_b}, "
+                    f"{pval(r.p)}, Holm-adjusted {pval(r.p_holm)}, Hedges' g {num(r.hedges_g, 2)})."
                     + _limited(r.budget_limited) + _thin(r))
     return text
 

@@ -90,9 +90,11 @@ def expected_best(curve: pd.DataFrame, metric: str, mode: str) -> list[str]:
     best = "maximum" if mode == "max" else "minimum"
     return [f"Expected best final {metric} of a search of n completed trials (Dodge et al. 2019: the "
             f"expected {best} of n draws from the arm's completed search scores): " + "; ".join(parts)
-            + f". This is {INDEPENDENCE}; a search with `search.algorithm: random` and "
-            "`scheduler: {name: none}` draws independent, unpruned trials, for which the curve is "
-            "unbiased."]
+            + f"; +- is the SD of the best of n, the spread of one search's outcome. This is "
+            f"{INDEPENDENCE}; a search with `search.algorithm: random` and `scheduler: {{name: none}}` "
+            "draws the independent, unpruned trials it assumes. Even then the n draws are made with "
+            "replacement from the N scores found, so the curve is biased low as n nears N: at n = N "
+            "it lies below the best score found (Dodge et al. 2021)."]
 
 
 # ---- search-space audit --------------------------------------------------------------------------

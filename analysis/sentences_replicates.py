@@ -43,12 +43,15 @@ def spread_sentence(spread: pd.DataFrame, replicates: int, metric: str, level: f
         verdict = ("the searches' confirmed means differ by more than the seeds explain for "
                    + ", ".join(f"{r.arm} ({r.share_between:.0%} of its variance, F test {pval(r.p)})"
                                for r in found.itertuples()))
-    else:
+    elif len(untold) < len(spread):
         verdict = "no arm's searches differ by more than the seeds explain (F test)"
-    if len(untold):
+    else:
+        verdict = "no arm has the runs to tell"
+    if len(untold) and len(untold) < len(spread):
         verdict += "; too few runs to tell for " + ", ".join(untold["arm"])
-    return (f"Search variance over {replicates} search replicates per arm: between-search vs "
-            f"between-seed variance of the final {metric}: " + "; ".join(parts) + f". So {verdict}.")
+    return (f"Search variance over {replicates} search replicates per arm, from the seeds every "
+            f"replicate completed: between-search vs between-seed variance of the final {metric}: "
+            + "; ".join(parts) + f". So {verdict}.")
 
 
 def verdicts_sentence(table: pd.DataFrame, replicates: int) -> str:

@@ -67,8 +67,9 @@ def welch(a, b, level: float = 0.95) -> dict:
     out = {"t": NAN, "p": NAN, "df": NAN, "diff": diff, "lo": NAN, "hi": NAN, "n_a": na, "n_b": nb}
     if na < 2 or nb < 2:
         return out
-    if a.var(ddof=1) == 0 and b.var(ddof=1) == 0:
-        return {**out, "t": 0.0 if diff == 0 else np.sign(diff) * np.inf, "p": float(diff == 0),
+    if np.ptp(a) == 0 and np.ptp(b) == 0:   # not var() == 0: [0.1] * 3 has a variance of 3e-34
+        diff = float(a[0] - b[0])            # and a mean 2e-17 above 0.1
+        return {**out, "diff": diff, "t": 0.0 if diff == 0 else np.sign(diff) * np.inf, "p": float(diff == 0),
                 "df": float(na + nb - 2), "lo": diff, "hi": diff}
     with warnings.catch_warnings():   # one side without spread is fine here; scipy warns of it
         warnings.filterwarnings("ignore", "Precision loss", RuntimeWarning)
@@ -83,11 +84,9 @@ def hedges_g(a, b) -> float:
     1 - 3 / (4 (n_a + n_b) - 9). NaN with fewer than 2 values per side or no spread at all."""
     a, b = clean(a), clean(b)
     na, nb = len(a), len(b)
-    if na < 2 or nb < 2:
+    if na < 2 or nb < 2 or (np.ptp(a) == 0 and np.ptp(b) == 0):
         return NAN
     pooled = np.sqrt(((na - 1) * a.var(ddof=1) + (nb - 1) * b.var(ddof=1)) / (na + nb - 2))
-    if pooled == 0:
-        return NAN
     return float((a.mean() - b.mean()) / pooled * (1 - 3 / (4 * (na + nb) - 9)))
 
 

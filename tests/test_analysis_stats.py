@@ -161,6 +161,11 @@ def test_the_scipy_wrappers_answer_nan_or_zero_width_where_scipy_would_not():
     assert (same["t"], same["p"], same["df"], same["lo"], same["hi"]) == (0.0, 1.0, 3.0, 0.0, 0.0)
     assert welch([2.0, 2.0], [1.0, 1.0])["t"] == math.inf
     assert t_interval(0.5, 0.0, 3) == (0.5, 0.5)
+    # an arm stuck at chance in every seed: equal floats whose variance rounds to 3e-34, not 0
+    stuck = welch([0.1] * 3, [0.7] * 3)
+    assert (stuck["t"], stuck["df"], stuck["diff"]) == (-math.inf, 4.0, pytest.approx(-0.6))
+    assert math.isnan(hedges_g([0.1] * 3, [0.7] * 3))
+    assert welch([0.1] * 3, [0.1] * 4)["p"] == 1.0   # their means differ by 2e-17
     assert mean_ci([0.9, 0.9, 0.9])[1:] == (0.9, 0.9, 3)
     with warnings.catch_warnings():     # one arm without spread: no warning from scipy either
         warnings.simplefilter("error")

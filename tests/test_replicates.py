@@ -29,7 +29,8 @@ from studyfiles.spec_data import canonical_hash
 
 from test_analysis import FIGURES
 
-from analysis.search_variance import replicate_verdicts, search_spread, variance_components
+from analysis.search_variance import (replicate_verdicts, search_spread, spread_verdict,
+                                      variance_components)
 from analysis.sentences_replicates import search_variance_answer
 
 ARMS = ["model: mlp, hidden: [8]", "model: mlp, hidden: [16]"]
@@ -141,11 +142,41 @@ def test_a_planted_search_spread_is_found_and_none_is_not():
 
 
 def test_variance_components_match_the_anova_by_hand():
-    """2 replicates x 2 seeds: MSB = 2 * ((1.5 - 2.5)^2 + (3.5 - 2.5)^2) = 4, MSW = 0.5."""
-    found = variance_components([1, 2, 3, 4], [0, 0, 1, 1])
-    assert (found["var_within"], found["var_between"], found["F"]) == (0.5, 1.75, 8.0)
-    assert found["p"] == pytest.approx(0.1056, abs=1e-4)   # F(1, 2) > 8
-    assert np.isnan(variance_components([1, 2], [0, 1])["var_within"])   # no seed to compare with
+    """2 replicates x 2 seeds, y = [[1, 2], [3, 5]]: SS replicates 6.25, seeds 2.25, residual 0.25
+    (1 df each), so var_between = (6.25 - 0.25) / 2, var_within = (2.25 - 0.25) / 2 + 0.25."""
+    found = variance_components([1, 2, 3, 5], [0, 0, 1, 1], [0, 1, 0, 1])
+    assert (found["var_between"], found["var_within"], found["F"]) == pytest.approx((3.0, 1.25, 25.0))
+    assert found["p"] == pytest.approx(0.1257, abs=1e-4)   # F(1, 1) > 25
+    assert found["var_between_lo"] < 3.0 < found["var_between_hi"]
+    assert np.isnan(variance_components([1, 2], [0, 1], [0, 0])["var_within"])   # one seed: no spread
+    one = variance_components([0.9, 0.8, 0.85], [0, 0, 0], [0, 1, 2])   # one replicate: the seeds alone
+    assert one["var_within"] == pytest.approx(0.0025) and np.isnan(one["var_between"])
+    # a seed missing from one replicate is left out of the decomposition (a balanced table)
+    gap = variance_components([1, 2, 7, 3, 5], [0, 0, 0, 1, 1], [0, 1, 2, 0, 1])
+    assert (gap["blocks"], gap["n"], gap["var_between"]) == (2, 4, pytest.approx(3.0))
+    flat = variance_components([0.1] * 6, [0, 0, 0, 1, 1, 1], [0, 1, 2] * 2)   # no spread at all
+    assert (flat["var_between"], flat["var_within"]) == (0, 0) and not flat["p"] < 0.05
+
+
+def test_a_seed_effect_shared_by_the_replicates_does_not_hide_their_spread():
+    """Each replicate's winner is confirmed over the same seeds: replicate 2 is 0.02 above replicate
+    0 on every seed, which a one-way split (seed effects as noise) calls "no detectable spread"."""
+    seeds = [0.90, 0.86, 0.92, 0.88, 0.84]
+    found = variance_components([v + 0.01 * k for k in range(3) for v in seeds],
+                                [k for k in range(3) for _ in seeds], list(range(5)) * 3)
+    assert found["p"] == 0 and found["var_between"] == pytest.approx(1e-4)
+    assert spread_verdict(found, 0.95) == "search spread"
+    # over many studies: the F test keeps its size without a search effect and finds one that is there
+    rng = np.random.default_rng(1)
+    def rejections(var_search, studies=200, r=3, s=5):
+        found = 0
+        for _ in range(studies):
+            y = (rng.normal(0, np.sqrt(var_search), (r, 1)) + rng.normal(0, 1, (1, s))
+                 + rng.normal(0, np.sqrt(0.2), (r, s)))
+            groups, blocks = np.repeat(np.arange(r), s), np.tile(np.arange(s), r)
+            found += variance_components(y.ravel(), groups, blocks)["p"] < 0.05
+        return found / studies
+    assert rejections(0.0) < 0.1 and rejections(0.2) > 0.3   # one-way: 0.05 and about 0.08
 
 
 def test_a_verdict_that_changes_with_the_search_is_named():
@@ -167,6 +198,12 @@ def test_a_verdict_that_changes_with_the_search_is_named():
     weaker = replicate_verdicts(weaker, "val_acc")
     pair = weaker[weaker.question == "pairwise"].iloc[0]
     assert pair["overall"] == "a better" and "tied" in pair["per_replicate"] and not pair["reversed"]
+
+
+def test_no_null_result_is_claimed_from_runs_too_few_to_test():
+    trials = confirm_frame({"a": [0.9, 0.8], "b": [0.8, 0.7]}, seed_sd=0.01, seeds=1)
+    text = search_variance_answer(trials, "val_acc", "max")["text"][0]
+    assert "no arm has the runs to tell" in text and "differ by more" not in text
 
 
 def test_one_replicate_is_not_measured():
