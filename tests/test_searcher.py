@@ -186,8 +186,8 @@ def test_same_seed_same_suggestions(tmp_path):
 
 
 def test_random_search_samples_at_random(tmp_path):
-    """`search.algorithm: random` is Optuna's RandomSampler (independent draws: the expected-best
-    curve of analysis/evidence.py is unbiased for it); the default `optuna` is TPE."""
+    """`search.algorithm: random` is Optuna's RandomSampler (independent draws, which the
+    expected-best curve of analysis/evidence.py assumes); the default `optuna` is TPE."""
     (tmp_path / "r").mkdir()
     (tmp_path / "t").mkdir()
     assert isinstance(make(tmp_path / "r", algorithm="random").optuna_study("mlp").sampler,
