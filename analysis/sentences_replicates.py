@@ -42,7 +42,9 @@ def spread_sentence(spread: pd.DataFrame, replicates: int, metric: str, level: f
     if len(found):
         verdict = ("the searches' confirmed means differ by more than the seeds explain for "
                    + ", ".join(f"{r.arm} ({r.share_between:.0%} of its variance, F test {pval(r.p)})"
-                               for r in found.itertuples()))
+                               for r in found.itertuples())
+                   + " (the other answers pool every replicate's runs as independent ones, so their "
+                   "intervals for these arms are too narrow)")
     elif len(untold) < len(spread):
         verdict = "no arm's searches differ by more than the seeds explain (F test)"
     else:

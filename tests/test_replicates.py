@@ -139,6 +139,8 @@ def test_a_planted_search_spread_is_found_and_none_is_not():
     assert spread.loc["steady", "verdict"] == "no detectable search spread"
     assert spread.loc["steady", "var_between_lo"] == 0
     assert spread.loc["spread", "replicate_means"] == pytest.approx([0.80, 0.90, 0.85], abs=0.01)
+    text = search_variance_answer(trials, "val_acc", "max")["text"][0]
+    assert "for spread (" in text and "intervals for these arms are too narrow" in text
 
 
 def test_variance_components_match_the_anova_by_hand():
