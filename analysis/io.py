@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from studyfiles.contract import OUTPUTS, SPEC_FILE, STUDY_FILES, TABLES, table_path
+from studyfiles.contract import OUTPUTS, SPEC_FILE, STATE_FILE, STUDY_FILES, TABLES, table_path
 from studyfiles.errors import StudyError
-from studyfiles.files import write_atomic
+from studyfiles.files import first_line, write_atomic
 from studyfiles.spec_data import SpecData, read_spec
 from studyfiles.storage import Store, is_uri
 from studyfiles.wandb_names import LEAN_SETTINGS, analysis_values
@@ -41,6 +41,7 @@ class StudyTables:
     epochs: pd.DataFrame
     gradflow: pd.DataFrame
     signalprop: pd.DataFrame = field(default_factory=pd.DataFrame)
+    states: list[dict] = field(default_factory=list)   # each folder's study.json ({} if none)
     arms: list[str] = field(default_factory=list)   # in the specs' order (colours follow it)
     sources: list = field(default_factory=list)      # the folders as given (paths or bucket URIs)
 
@@ -91,6 +92,19 @@ def read_folder(folder: str | os.PathLike) -> tuple[Path, SpecData, dict[str, pd
     return out, read_spec(out / SPEC_FILE), frames
 
 
+def read_state(out: Path) -> dict:
+    """A study folder's study.json ({} when it has none; {"error": why} when it can't be read: the
+    analysis then says its provenance is unknown rather than failing)."""
+    path = out / STATE_FILE
+    if not path.is_file():
+        return {}
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        return {"error": f"{path.name}: {first_line(e)}"}
+    return state if isinstance(state, dict) else {"error": f"{path.name}: not a mapping"}
+
+
 def load_studies(folders: list[str | os.PathLike]) -> StudyTables:
     """Read one or several study folders (see the module docstring for arm names)."""
     if not folders:
@@ -115,6 +129,7 @@ def load_studies(folders: list[str | os.PathLike]) -> StudyTables:
             frames[t].append(frame)
         arms += [f"{spec.name}:{a}" if several else a for a in spec.arm_names]
     return StudyTables(folders=[r[0] for r in read], specs=[r[1] for r in read], sources=list(folders),
+                       states=[read_state(r[0]) for r in read],
                        arms=list(dict.fromkeys(arms)),
                        **{t: pd.concat(f, ignore_index=True) if f else pd.DataFrame()
                           for t, f in frames.items()})

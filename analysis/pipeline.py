@@ -16,6 +16,7 @@ from . import figures_evidence, io, questions, signalprop
 from .common import jsonable, records
 from .cost import cost_answer, cost_table
 from .headline import headline, headline_text
+from .provenance import provenance_answer
 from .report import render_html, render_markdown, render_terminal, section
 from .sentences_replicates import search_variance_answer
 
@@ -62,8 +63,12 @@ def compute(tables: io.StudyTables, level: float = 0.95) -> tuple[dict, dict, di
     answers["why"]["signal_propagation"] = records(growth)
     answers["why"]["text"] += signalprop.sentences(growth, recorded=not tables.signalprop.empty)
     figures["signal_propagation"] = fig.signal_propagation(frames["signal_profile"], colors)
+    # what code ran each study (study.json's driver records: analysis/provenance.py)
+    answers["provenance"] = jsonable(provenance_answer(
+        [(s.name, state) for s, state in zip(tables.specs, tables.states or [{}] * len(tables.specs))]))
     # every sentence, section by section in the answers' order (the cost's after the questions')
-    answers["text"] = [s for key in (*questions.TABLES, "cost") for s in section(answers, (key,))[0]]
+    answers["text"] = [s for key in (*questions.TABLES, "cost", "provenance")
+                       for s in section(answers, (key,))[0]]
     return answers, figures, frames
 
 

@@ -38,6 +38,7 @@ SECTIONS = (
     Section("4. Convergence", ("convergence",), ("generalisation_gap",)),
     Section("5. Search and cost", ("search", "cost"), ("search_curves", "importance_bars", "cost_pareto")),
     Section("6. Evidence beyond one search", ("evidence",), ("expected_best",)),
+    Section("7. Provenance: what code ran the study", ("provenance",)),
 )
 HEADLINE_FIGURE = "depth_effect"   # the headline's figure: depth is the study's first question
 

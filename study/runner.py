@@ -7,8 +7,9 @@ replicates, each arm is searched several times and each search's winner confirme
     archstudy resume ~/archstudy-results/quick
 
 Output folder `<storage>/<name>/`: spec.yaml (resolved), study.json (phase progress, the spec it
-started with), search/ and confirm/ (Ray experiment folders), optuna.db, wandb/, trials.parquet,
-epochs.parquet, gradflow.parquet, signalprop.parquet, driver.log (Ray's log records, with tracebacks).
+started with, each driver's code: provenance.py), search/ and confirm/ (Ray experiment folders),
+optuna.db, wandb/, trials.parquet, epochs.parquet, gradflow.parquet, signalprop.parquet,
+driver.log (Ray's log records, with tracebacks).
 
 A phase is marked done in study.json only when it ran to its end and every arm has a usable result
 in it: a phase stopped by a signal (study/interrupt.py), or one in which every trial of an arm
@@ -21,7 +22,6 @@ import json
 import logging
 import os
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,9 +37,9 @@ from studyfiles.files import write_atomic
 from studyfiles.storage import Store, is_uri, join, mirror_of
 from trainables.data import load_data
 
-from . import interrupt, logs, recovery, replicates, tables
+from . import interrupt, logs, provenance, recovery, replicates, tables
 from .folder import check_new_study, check_unchanged, read_state
-from .optuna_storage import optuna_storage
+from .provenance import git_commit
 from .progress import ProgressCallback
 from .asha import PerArmASHA
 from .searcher import ArmSearch, FixedConfigs, pruned_epochs
@@ -54,14 +54,6 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")   # we add JSON, CSV and TensorBoard
 # Tune forces an experiment snapshot every num_to_keep checkpoints of a trial; they are small here.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, text=True,
-                              capture_output=True, timeout=10).stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
 
 
 def keep_ray_on_loopback() -> None:
@@ -228,11 +220,22 @@ class Study:
             raise StudyError(problem)
         self.mark(phase=PHASES[PHASES.index(phase) + 1] if phase != PHASES[-1] else "done")
 
+    def record_driver(self) -> None:
+        """Add this driver's code and packages to study.json's "drivers" (study/provenance.py) and
+        say in one line when they differ from the first driver's. A study started before drivers
+        were recorded has no list: its first record is a resume."""
+        drivers = self.state().get("drivers")
+        me = provenance.environment("run" if drivers == [] else "resume")
+        if drivers and (changed := provenance.difference(drivers[0], me)):
+            print(f"note: {changed}", file=sys.stderr, flush=True)
+        self.mark(drivers=[*(drivers or []), me])
+
     def run(self, data=None) -> None:
         """Run (or continue) every phase that is not done yet (data: study_data(spec) by default).
         SIGINT and SIGTERM stop it with Interrupted (study/interrupt.py), the phase unfinished."""
         data = study_data(self.spec) if data is None else data
         with interrupt.catching(), logs.to_log_file(self.out):
+            self.record_driver()
             while (phase := self.state().get("phase", "search")) != "done":
                 self.run_phase(phase, data)
 
@@ -269,7 +272,7 @@ def prepare(spec: StudySpec) -> Study:
     write_atomic(store.local / "spec.yaml", dump_spec(spec))
     store.upload("spec.yaml")
     study = Study(spec, store)
-    study.mark(phase="search", spec_hash=spec_hash(spec), spec=resolved(spec))
+    study.mark(phase="search", spec_hash=spec_hash(spec), spec=resolved(spec), drivers=[])
     return study
 
 

@@ -7,7 +7,8 @@ file names, the three tables and their columns, the status values and the phases
 
 A study folder holds:
 - spec.yaml: the resolved spec (every default filled in), read back by `spec_data`;
-- study.json (the study's phase), optuna.db (one Optuna study per arm and search replicate),
+- study.json (the study's phase, the spec it started with, and each driver's code:
+  studyfiles/provenance.py), optuna.db (one Optuna study per arm and search replicate),
   driver.log;
 - search/ and confirm/: Ray Tune's experiment folders, one trial folder each;
 - trials.parquet, epochs.parquet, gradflow.parquet, signalprop.parquet: the tables below, rebuilt

@@ -104,7 +104,11 @@ def test_resume_finishes_a_study_whose_driver_was_killed(stopped):
     assert 1 <= killed["kill-confirm"].finished_in_confirm < CONFIRMATIONS   # mid-confirmation
     assert k.final.rc == 0, f"resume failed:\n{k.final.stderr[-4000:]}"
     assert k.final.left_alive == [], "the resumed run left Ray processes behind"
-    assert json.loads((k.out / "study.json").read_text())["phase"] == "done"
+    state = json.loads((k.out / "study.json").read_text())
+    assert state["phase"] == "done"
+    # every driver left its record (study/provenance.py), the killed ones too, and all ran one code
+    assert [d["command"] for d in state["drivers"]] == ["run"] + ["resume"] * len(k.stops)
+    assert "note: this study started under other code" not in k.final.stderr
     trials = pd.read_parquet(k.out / "trials.parquet")
     assert (trials.phase == "confirm").sum() == CONFIRMATIONS   # every seed of every arm
     assert (trials[trials.phase == "confirm"].status == "completed").all()
