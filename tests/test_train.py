@@ -132,13 +132,16 @@ def test_every_schedule_runs_and_reports_lr(schedule, mnist):
 
 def test_lr_factor_shapes():
     cfg = TrainingOptions(schedule="multistep", epochs=10, milestones=[0.5, 0.75], gamma=0.1)
-    assert [lr_factor(cfg, s, 100, 10) for s in (0, 49, 50, 69, 70, 99)] == pytest.approx(
+    assert [lr_factor(cfg, s, 100) for s in (0, 49, 50, 74, 75, 99)] == pytest.approx(
         [1, 1, 0.1, 0.1, 0.01, 0.01])
+    # one epoch of 10 steps: the cuts fall inside it (rounded to whole epochs, both were at step 0)
+    short = cfg.model_copy(update={"epochs": 1})
+    assert [lr_factor(short, s, 10) for s in (0, 4, 5, 7, 8)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
     cos = cfg.model_copy(update={"schedule": "cosine"})
-    assert lr_factor(cos, 0, 100, 10) == 1 and lr_factor(cos, 100, 100, 10) == pytest.approx(0)
+    assert lr_factor(cos, 0, 100) == 1 and lr_factor(cos, 100, 100) == pytest.approx(0)
     one = cfg.model_copy(update={"schedule": "onecycle"})
-    assert lr_factor(one, 30, 100, 10) == pytest.approx(1)
-    assert lr_factor(one, 0, 100, 10) == pytest.approx(1 / 25)
+    assert lr_factor(one, 30, 100) == pytest.approx(1)
+    assert lr_factor(one, 0, 100) == pytest.approx(1 / 25)
 
 
 @pytest.mark.parametrize("opt", [{"optimizer": "adamw", "lr": 1e-3}, {"nesterov": True}])

@@ -82,7 +82,7 @@ class TrainingOptions(BaseModel):
     nesterov: StrictBool = False                                     # Nesterov momentum for SGD
     weight_decay: Annotated[Number, Field(ge=0.0)] = 1e-4   # L2 for SGD, decoupled for AdamW (lab: 1e-4)
     schedule: Literal["constant", "multistep", "cosine", "onecycle"] = "multistep"   # stepped per batch
-    milestones: Milestones = [0.5, 0.75]         # multistep: fractions of the epochs where lr *= gamma
+    milestones: Milestones = [0.5, 0.75]         # multistep: fractions of the steps where lr *= gamma
     gamma: Annotated[Number, Field(gt=0.0, le=1.0)] = 0.1   # multistep: lr factor (the lab's x0.1)
     label_smoothing: Annotated[Number, Field(ge=0.0, lt=1.0)] = 0.0  # cross-entropy label smoothing
     batch_size: PosInt = 64                      # samples per step (the lab's 64)

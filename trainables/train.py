@@ -41,11 +41,11 @@ def make_optimizer(model, opts: TrainingOptions) -> torch.optim.Optimizer:
                            nesterov=opts.nesterov and opts.momentum > 0, weight_decay=opts.weight_decay)
 
 
-def lr_factor(opts: TrainingOptions, step: int, total_steps: int, steps_per_epoch: int) -> float:
+def lr_factor(opts: TrainingOptions, step: int, total_steps: int) -> float:
     """Multiplier of the peak lr at a given optimiser step (schedules are stepped per batch)."""
     progress = step / max(1, total_steps)
-    if opts.schedule == "multistep":   # lab: x gamma at 50% and 75% of the epochs
-        passed = sum(step >= int(m * opts.epochs) * steps_per_epoch for m in opts.milestones)
+    if opts.schedule == "multistep":   # x gamma at each milestone: a fraction of all the steps
+        passed = sum(step >= m * total_steps for m in opts.milestones)
         return opts.gamma ** passed
     if opts.schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * progress))
@@ -108,7 +108,7 @@ class Trainer:
 
     def set_lr(self, step: int) -> float:
         """Apply the schedule for a global optimiser step (derived from the epoch: no extra state)."""
-        lr = self.opts.lr * lr_factor(self.opts, step, self.total_steps, self.steps_per_epoch)
+        lr = self.opts.lr * lr_factor(self.opts, step, self.total_steps)
         if lr != self.optimizer.param_groups[0]["lr"]:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
