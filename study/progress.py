@@ -1,22 +1,25 @@
 """The progress of a running phase, for `archstudy run` and `resume`, in place of Ray's large tables.
 
 On a terminal, one table that rich redraws in place: a row per arm with its trials done, running
-and pending, the epochs used against the budget and the best metric so far; the line above it has the
+and pending, the epochs used against the budget and its score so far (search: the best final metric
+of the trials that trained every epoch; confirmation: the mean final metric of the finished seeds,
+what the analysis ranks on); the line above it has the
 phase, the trials finished, the elapsed time and an ETA. When the phase ends the table stays as
 its summary.
 
 Elsewhere (a log file, CI, Ray Jobs), one line at most every LINE_EVERY seconds:
 
-    [search] 11/30 trials finished (running 2), elapsed 15m19s, ETA 26m27s, best val_acc 0.9780 (resnet44)
+    [search] 11/30 trials finished (running 2), elapsed 15m19s, ETA 26m27s, best final val_acc 0.9780 (resnet44)
 
 and at the end of the phase a last line, followed by one line per arm:
 
-    [search] 30/30 trials finished, elapsed 41m47s, best val_acc 0.9810 (resnet44)
-      resnet20  done 10/10, epochs 212/300, best val_acc 0.9750
+    [search] 30/30 trials finished, elapsed 41m47s, best final val_acc 0.9810 (resnet44)
+      resnet20  done 10/10, epochs 212/300, best final val_acc 0.9750
 """
 from __future__ import annotations
 
 import math
+import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -42,7 +45,8 @@ def fmt_seconds(s: float) -> str:
 @dataclass
 class ArmCount:
     """One arm's trials so far: `budget` trials and `epoch_budget` epochs in the phase; `best` is
-    the best metric among its trials' latest results (None before any)."""
+    its score (ProgressCallback.label: the search's best final metric, the confirmation's mean;
+    None before any trial has trained every epoch)."""
     arm: str
     done: int
     running: int
@@ -117,15 +121,29 @@ class ProgressCallback(tune.Callback):
             done = sum(t.status in ("TERMINATED", "ERROR") for t in mine)
             running = sum(t.status == "RUNNING" for t in mine)
             epochs = sum((t.last_result or {}).get("training_iteration", 0) for t in mine)
-            scores = [t.last_result[self.spec.metric] for t in mine
-                      if self.spec.metric in (t.last_result or {})]
+            scores = [t.last_result[self.spec.metric] for t in mine if self.finished_budget(t)]
+            summary = (better if self.phase == "search" else statistics.fmean)(scores) if scores else None
             counts.append(ArmCount(arm, done, running, max(0, self.trials_per_arm - done - running),
                                    self.trials_per_arm, epochs, self.trials_per_arm * self.spec.epochs,
-                                   better(scores) if scores else None))
+                                   summary))
         return counts
 
+    def finished_budget(self, trial) -> bool:
+        """A trial that ended having trained every epoch, with a finite metric: what the analysis
+        scores (a trial ASHA stopped, still running or diverged is not)."""
+        result = trial.last_result or {}
+        value = result.get(self.spec.metric)
+        return (trial.status == "TERMINATED" and result.get("training_iteration", 0) >= self.spec.epochs
+                and isinstance(value, (int, float)) and math.isfinite(value))
+
+    @property
+    def label(self) -> str:
+        """What `best` is: the best final metric of the search's full-budget trials, or the mean
+        final metric of the confirmation's finished seeds (the analysis ranks on that mean)."""
+        return f"{'best' if self.phase == 'search' else 'mean'} final {self.spec.metric}"
+
     def headline(self, counts: list[ArmCount], final: bool = False, best: bool = True) -> str:
-        """`[phase] finished/total trials finished (running n), elapsed, ETA, best metric (arm)`;
+        """`[phase] finished/total trials finished (running n), elapsed, ETA, best score (arm)`;
         at the end of the phase without the running trials and the ETA."""
         elapsed = self.clock() - self.start
         total = sum(c.budget for c in counts)
@@ -140,19 +158,19 @@ class ProgressCallback(tune.Callback):
         scored = [c for c in counts if c.best is not None]
         if best and scored:
             top = (max if self.spec.mode == "max" else min)(scored, key=lambda c: c.best)
-            line += f", best {self.spec.metric} {top.best:.4f} ({top.arm})"
+            line += f", {'' if self.phase == 'search' else 'top '}{self.label} {top.best:.4f} ({top.arm})"
         return line
 
     def arm_lines(self, counts: list[ArmCount]) -> list[str]:
         """The end of phase summary, one line per arm."""
         width = max(len(c.arm) for c in counts)
         return [f"  {c.arm:<{width}}  done {c.done}/{c.budget}, epochs {c.epochs}/{c.epoch_budget}, "
-                f"best {self.spec.metric} {'-' if c.best is None else f'{c.best:.4f}'}" for c in counts]
+                f"{self.label} {'-' if c.best is None else f'{c.best:.4f}'}" for c in counts]
 
     def live_view(self, counts: list[ArmCount], final: bool = False) -> Group:
         """The headline (without the best arm: the table has a column for it) above the table."""
         table = Table()
-        for name in ("arm", "done", "running", "pending", "epochs", f"best {self.spec.metric}"):
+        for name in ("arm", "done", "running", "pending", "epochs", self.label):
             table.add_column(name, justify="left" if name == "arm" else "right")
         for c in counts:
             table.add_row(Text(c.arm), f"{c.done}/{c.budget}", str(c.running), str(c.pending),

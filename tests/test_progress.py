@@ -75,9 +75,10 @@ def test_terminal_table_has_every_arm_and_its_numbers():
     progress = ProgressCallback("search", SPEC, console, clock)
     progress.on_step_end(iteration=1, trials=midway())
     try:
-        # columns: done, running, pending, epochs used/budget, best val_acc
-        assert table_rows(out.getvalue()) == {"mlp": ["1/3", "1", "1", "6/12", "0.9500"],
-                                              "resnet20": ["1/3", "0", "2", "1/12", "0.3000"]}
+        # columns: done, running, pending, epochs used/budget, best final val_acc: of the trials
+        # that trained every epoch (not the running one's 0.95 at epoch 2, nor the failed one's)
+        assert table_rows(out.getvalue()) == {"mlp": ["1/3", "1", "1", "6/12", "0.9100"],
+                                              "resnet20": ["1/3", "0", "2", "1/12", "-"]}
         assert headlines(out.getvalue()) == [
             "[search] 2/6 trials finished (running 1), elapsed 0m00s, ETA 0m00s"]
         clock.now += 600   # 2 of 6 trials in 10 minutes: 4 more take 20 minutes
@@ -105,7 +106,7 @@ def test_terminal_table_is_redrawn_in_place_at_most_every_second():
     redraw = out.getvalue()[len(first):]
     # the cursor goes back up over every line of the table, which is then drawn again
     assert redraw.count("\x1b[1A") == len(first.strip().splitlines()) - 1
-    assert table_rows(redraw)["mlp"] == ["2/3", "0", "1", "6/12", "0.9500"]
+    assert table_rows(redraw)["mlp"] == ["2/3", "0", "1", "6/12", "0.9100"]   # ASHA stopped it at 2
     progress.stop()
 
 
@@ -191,7 +192,7 @@ def test_callback_pickles_while_its_table_is_shown(capsys):
     copy.clock = clock
     copy.on_step_end(iteration=2, trials=midway())   # on stdout, here not a terminal: a line
     assert capsys.readouterr().out.splitlines() == [
-        "[search] 2/6 trials finished (running 1), elapsed 0m30s, ETA 1m00s, best val_acc 0.9500 (mlp)"]
+        "[search] 2/6 trials finished (running 1), elapsed 0m30s, ETA 1m00s, best final val_acc 0.9100 (mlp)"]
 
 
 def test_callback_from_an_older_tuner_pkl_still_works():
@@ -214,16 +215,16 @@ def test_lines_at_most_every_30_s_and_summary_once():
     lines = out.getvalue().splitlines()
     assert [line.split("elapsed ")[1].split(",")[0] for line in lines] == ["0m00s", "0m30s", "1m01s"]
     assert lines[2] == ("[search] 2/6 trials finished (running 1), elapsed 1m01s, ETA 2m02s, "
-                        "best val_acc 0.9500 (mlp)")
+                        "best final val_acc 0.9100 (mlp)")
     clock.now = 1000 + 3725
     trials = [trial("mlp", Trial.TERMINATED, 4, 0.91), trial("mlp", Trial.TERMINATED, 1, 0.5),
               trial("mlp", Trial.TERMINATED, 2, 0.95), trial("resnet20", Trial.ERROR, 1, 0.30),
               trial("resnet20", Trial.TERMINATED, 4, 0.97), trial("resnet20", Trial.TERMINATED, 4, 0.96)]
     progress.on_experiment_end(trials=trials)
     assert out.getvalue().splitlines()[3:] == [
-        "[search] 6/6 trials finished, elapsed 1h02m, best val_acc 0.9700 (resnet20)",
-        "  mlp       done 3/3, epochs 7/12, best val_acc 0.9500",
-        "  resnet20  done 3/3, epochs 9/12, best val_acc 0.9700"]
+        "[search] 6/6 trials finished, elapsed 1h02m, best final val_acc 0.9700 (resnet20)",
+        "  mlp       done 3/3, epochs 7/12, best final val_acc 0.9100",   # 0.95 was ASHA's at epoch 2
+        "  resnet20  done 3/3, epochs 9/12, best final val_acc 0.9700"]
 
 
 def test_no_summary_after_an_interrupted_phase(signal_forgotten):
@@ -246,6 +247,18 @@ def test_min_mode_picks_the_lowest_and_arms_without_results_show_a_dash():
         t.update_last_result({"training_iteration": 4, "val_loss": loss})
     progress.on_experiment_end(trials=trials)
     assert out.getvalue().splitlines() == [
-        "[search] 2/6 trials finished, elapsed 0m00s, best val_loss 0.2000 (mlp)",
-        "  mlp       done 2/3, epochs 8/12, best val_loss 0.2000",
-        "  resnet20  done 0/3, epochs 0/12, best val_loss -"]
+        "[search] 2/6 trials finished, elapsed 0m00s, best final val_loss 0.2000 (mlp)",
+        "  mlp       done 2/3, epochs 8/12, best final val_loss 0.2000",
+        "  resnet20  done 0/3, epochs 0/12, best final val_loss -"]
+
+
+def test_the_confirmation_shows_the_mean_over_finished_seeds_as_the_analysis_ranks():
+    out = io.StringIO()
+    progress = ProgressCallback("confirm", SPEC, Console(file=out), Clock())
+    trials = [trial("mlp", Trial.TERMINATED, 4, 0.90), trial("mlp", Trial.TERMINATED, 4, 0.94),
+              trial("resnet20", Trial.TERMINATED, 4, 0.96), trial("resnet20", Trial.RUNNING, 3, 0.99)]
+    progress.on_experiment_end(trials=trials)
+    assert out.getvalue().splitlines() == [
+        "[confirm] 3/4 trials finished, elapsed 0m00s, top mean final val_acc 0.9600 (resnet20)",
+        "  mlp       done 2/2, epochs 8/8, mean final val_acc 0.9200",
+        "  resnet20  done 1/2, epochs 7/8, mean final val_acc 0.9600"]

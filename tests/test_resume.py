@@ -172,15 +172,17 @@ def test_progress_view_prints_trial_counts(stopped):
     # stdout is a file here, not a terminal: progress lines, and each arm's summary once a phase ends
     k = stopped
     every = "".join(stop.output for stop in k.stops) + k.final.stdout
-    best = r", best val_acc \d\.\d{4} \(mlp-h(16|32)\)"
+    best = r"best final val_acc \d\.\d{4} \(mlp-h(16|32)\)"
     assert re.search(r"^\[search\] \d/6 trials finished \(running \d\), elapsed \d+m\d\ds, ETA ", every, re.M)
-    assert re.search(rf"^\[search\] 6/6 trials finished, elapsed \d+m\d\ds{best}$", every, re.M)
+    assert re.search(rf"^\[search\] 6/6 trials finished, elapsed \d+m\d\ds, {best}$", every, re.M)
     for arm in ARMS:
-        summary = re.findall(rf"^  {arm} +done 3/3, epochs \d+/12, best val_acc \d\.\d{{4}}$", every, re.M)
-        assert len(summary) == 2, f"{arm}: summary lines {summary} (one per phase)"
-    assert re.search(rf"^\[confirm\] {CONFIRMATIONS}/{CONFIRMATIONS} trials finished, elapsed \d+m\d\ds{best}$",
-                     k.final.stdout, re.M)
-    assert re.search(r"^  mlp-h16 +done 3/3, epochs 12/12, best val_acc ", k.final.stdout, re.M)
+        summary = re.findall(rf"^  {arm} +done 3/3, epochs \d+/12, (best|mean) final val_acc \d\.\d{{4}}$",
+                             every, re.M)
+        assert summary == ["best", "mean"], f"{arm}: summary lines {summary} (one per phase)"
+    top = r"top mean final val_acc \d\.\d{4} \(mlp-h(16|32)\)"
+    assert re.search(rf"^\[confirm\] {CONFIRMATIONS}/{CONFIRMATIONS} trials finished, elapsed \d+m\d\ds, "
+                     rf"{top}$", k.final.stdout, re.M)
+    assert re.search(r"^  mlp-h16 +done 3/3, epochs 12/12, mean final val_acc ", k.final.stdout, re.M)
 
 
 def test_api_key_is_never_written(tiny, stopped, study_env, tmp_path):
