@@ -49,6 +49,12 @@ def cmd_validate(args) -> int:
     return 0
 
 
+def warn(spec) -> None:
+    """What the spec allows but probably does not mean (StudySpec.warnings), on stderr."""
+    for warning in spec.warnings():
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
+
+
 def cmd_schema(args) -> int:
     print(json.dumps(json_schema(), indent=2))
     return 0
@@ -131,6 +137,7 @@ def run_to_the_end(study, data) -> int:
 def cmd_run(args) -> int:
     spec = load_spec(args.spec).with_overrides(name=args.name, storage=args.storage,
                                                wandb_mode=args.wandb_mode)
+    warn(spec)
     check_local_resources(spec, args.address)
     from . import runner
     with catching():   # a signal before the study folder exists: nothing to resume
@@ -150,6 +157,7 @@ def cmd_submit(args) -> int:
     from .cluster import follow_up, submit
     spec = load_spec(args.spec).with_overrides(name=args.name, storage=args.storage,
                                                wandb_mode=args.wandb_mode)
+    warn(spec)
     job_id = submit(spec, args.address, python=args.python)
     print(follow_up(spec, args.address, job_id), flush=True)   # before --wait blocks
     if args.wait:

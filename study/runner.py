@@ -154,7 +154,7 @@ class Study:
         space = {k: (d.kind, d.args) for k, d in s.search.space.items()}
         searcher = ArmSearch(self.optuna_url, s.name, self.arm_configs(),
                              space, s.search.trials_per_arm, s.search.algorithm, s.search.seed,
-                             s.metric, s.mode, s.search.max_concurrent_per_arm)
+                             s.metric, s.mode, s.search.max_concurrent_per_arm, s.search.startup_trials)
         scheduler = (PerArmASHA(s.epochs, s.scheduler.grace_period, s.scheduler.reduction_factor,
                                 s.metric, s.mode, self.optuna_url, s.name, replicates.units(s))
                      if s.scheduler.name == "asha" else FIFOScheduler())

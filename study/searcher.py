@@ -119,12 +119,13 @@ class ArmSearch(PickledState, Searcher):
 
     def __init__(self, storage_url: str, study: str, arms: dict[str, dict], space: dict,
                  trials_per_arm: int, algorithm: str, seed: int, metric: str, mode: str,
-                 per_arm: int = 1):
+                 per_arm: int = 1, startup_trials: int = 10):
         super().__init__(metric=metric, mode=mode)
         self.per_arm = per_arm   # trials of one arm running at once
         self.storage_url, self.study, self.arms = storage_url, study, arms
         self.space = {key: optuna_distribution(*dist) for key, dist in space.items()}
         self.trials_per_arm, self.algorithm, self.seed = trials_per_arm, algorithm, seed
+        self.startup_trials = startup_trials   # TPE: random suggestions before it models results
         self.optuna_trials: dict[str, tuple[str, int]] = {}   # ray trial id -> (arm, trial number)
         self.told: set[str] = set()                             # ray trial ids finished in Optuna
         self._studies: dict[str, optuna.Study] = {}
@@ -145,8 +146,10 @@ class ArmSearch(PickledState, Searcher):
             # gets another seed, or the sampler would repeat the suggestions it made before.
             asked = len(study.get_trials(deepcopy=False))
             arm_seed = self.seed + list(self.arms).index(arm) + 1000 * asked
-            study.sampler = (optuna.samplers.TPESampler(seed=arm_seed) if self.algorithm == "optuna"
-                             else optuna.samplers.RandomSampler(seed=arm_seed))
+            # (a searcher restored from a tuner.pkl written before startup_trials had Optuna's 10)
+            startup = getattr(self, "startup_trials", 10)
+            study.sampler = (optuna.samplers.TPESampler(seed=arm_seed, n_startup_trials=startup)
+                             if self.algorithm == "optuna" else optuna.samplers.RandomSampler(seed=arm_seed))
             self._studies[arm] = study
         return self._studies[arm]
 

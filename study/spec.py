@@ -51,6 +51,9 @@ class Search(Part):
     """The per-arm hyperparameter search; `space` and `fixed` map training options (see
     trainables/config.py) to a Distribution or a value. Options in neither keep their defaults."""
     algorithm: Literal["optuna", "random"] = "optuna"   # optuna: TPE, seeded with `seed`
+    # optuna: TPE's random suggestions before it models the results (Optuna's default, 10); with
+    # trials_per_arm at most this, every suggestion is random (`validate` warns)
+    startup_trials: PosInt = 10
     seed: NonNegInt = 0
     trials_per_arm: PosInt = 8
     max_concurrent: PosInt = 2

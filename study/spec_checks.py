@@ -78,8 +78,15 @@ def check_devices(spec) -> None:
 
 
 def warnings(spec) -> list[str]:
-    """Allowed but probably not meant, one line each: GPUs reserved for trials that train on cpu."""
+    """Allowed but probably not meant, one line each: GPUs reserved for trials that train on cpu,
+    a TPE search whose every trial is one of its random start-up trials."""
     found = []
+    search = spec.search
+    if search.algorithm == "optuna" and search.space and search.trials_per_arm <= search.startup_trials:
+        found.append(f"search.trials_per_arm: {search.trials_per_arm} trials are all among TPE's "
+                     f"{search.startup_trials} random start-up trials (search.startup_trials), so "
+                     "TPE never models the results: lower search.startup_trials below "
+                     "trials_per_arm, or say algorithm: random")
     chosen = [d for _, d in devices(spec)]
     if spec.resources.gpu > 0 and chosen and all(d == "cpu" for d in chosen):
         found.append(f"resources.gpu: {spec.resources.gpu:g} GPU per trial is reserved, but every "

@@ -28,7 +28,7 @@ from .files import first_line
 # does what those studies did. A study folder's saved spec without such a key is read with that
 # value (`with_later_keys`: an older study resumes as it ran), and a resolved spec that holds it
 # hashes as if the key were absent, so such a study's hash stays what it was.
-LATER_KEYS = {("split",): "fixed", ("search", "replicates"): 1}
+LATER_KEYS = {("split",): "fixed", ("search", "replicates"): 1, ("search", "startup_trials"): 10}
 
 
 def with_later_keys(data):

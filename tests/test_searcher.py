@@ -16,9 +16,9 @@ ARMS = {"mlp": {"model": "mlp", "epochs": 3}, "resnet20": {"model": "resnet20", 
 SPACE = {"lr": ("loguniform", [1e-3, 0.3]), "batch_size": ("choice", [32, 64])}
 
 
-def make(tmp_path, trials=3, algorithm="optuna", per_arm=1):
+def make(tmp_path, trials=3, algorithm="optuna", per_arm=1, startup=10):
     return ArmSearch(f"sqlite:///{tmp_path / 'optuna.db'}", "s", ARMS, SPACE, trials, algorithm,
-                     seed=0, metric="val_acc", mode="max", per_arm=per_arm)
+                     seed=0, metric="val_acc", mode="max", per_arm=per_arm, startup_trials=startup)
 
 
 def states(tmp_path, arm):
@@ -193,6 +193,23 @@ def test_random_search_samples_at_random(tmp_path):
     assert isinstance(make(tmp_path / "r", algorithm="random").optuna_study("mlp").sampler,
                       optuna.samplers.RandomSampler)
     assert isinstance(make(tmp_path / "t").optuna_study("mlp").sampler, optuna.samplers.TPESampler)
+
+
+def test_tpe_models_the_results_after_its_startup_trials(tmp_path):
+    """Within TPE's start-up trials its suggestions are random search's, draw for draw (so a
+    3-trial search can say `algorithm: random` and keep its results); after them they differ."""
+    def suggestions(folder, **kwargs):
+        folder.mkdir()
+        search, found = make(folder, trials=4, **kwargs), []
+        for i in range(8):   # the arms take turns: 4 trials each
+            found.append(search.suggest(f"t{i}"))
+            search.on_trial_complete(f"t{i}", {"epoch": 3, "val_acc": 0.5 + 0.1 * (i % 4 > 1),
+                                               "status": "completed"})
+        return [c["lr"] for c in found if c["arm"] == "mlp"]
+    random = suggestions(tmp_path / "r", algorithm="random")
+    assert suggestions(tmp_path / "t10") == random                  # all 4 within Optuna's 10
+    early = suggestions(tmp_path / "t1", startup=1)
+    assert early[0] == random[0] and early[1:] != random[1:]
 
 
 @pytest.mark.parametrize("kind,args,expected", [

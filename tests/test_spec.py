@@ -154,6 +154,7 @@ def test_spec_hash_is_stable_and_changes_with_any_value():
     # (studyfiles.spec_data.LATER_KEYS), so those studies keep their hash
     data = spec.model_dump(mode="json", by_alias=True)
     assert data["search"].pop("replicates") == 1 and data["split"] == "per_seed"
+    assert data["search"].pop("startup_trials") == 10
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     assert spec_hash(spec) == hashlib.sha256(canonical.encode()).hexdigest()[:12]
     assert len(spec_hash(spec)) == 12 and int(spec_hash(spec), 16) >= 0
@@ -163,6 +164,7 @@ def test_spec_hash_is_stable_and_changes_with_any_value():
     assert spec_hash(older) == hashlib.sha256(canonical.encode()).hexdigest()[:12]
     others = [MINIMAL + "epochs: 6", MINIMAL + "epochs: 5\nseeds: [0, 1]",
               MINIMAL + "epochs: 5\nsplit: fixed", MINIMAL + "epochs: 5\nsearch: {replicates: 2}",
+              MINIMAL + "epochs: 5\nsearch: {startup_trials: 4}",
               MINIMAL + "epochs: 5\nsearch: {space: {lr: {loguniform: [0.001, 0.1]}}}",
               MINIMAL + "epochs: 5\nsearch: {space: {lr: {loguniform: [0.001, 0.2]}}}",
               MINIMAL.replace("mlp", "vgg11") + "epochs: 5"]

@@ -46,3 +46,17 @@ def test_a_gpu_reserved_for_cpu_trials_is_a_warning():
     assert spec("cpu", 1).warnings() == ["resources.gpu: 1 GPU per trial is reserved, but every trial "
                                          "trains on device cpu: the GPU stays idle"]
     assert spec("auto", 1).warnings() == [] and spec("cpu", 0).warnings() == []
+
+
+@pytest.mark.parametrize("search, warned", [
+    ("{space: {lr: {loguniform: [0.01, 0.1]}}}", True),                        # 8 trials, 10 start-up
+    ("{space: {lr: {loguniform: [0.01, 0.1]}}, startup_trials: 4}", False),   # 4 random, 4 by TPE
+    ("{space: {lr: {loguniform: [0.01, 0.1]}}, algorithm: random}", False),
+    ("{space: {lr: {loguniform: [0.01, 0.1]}}, trials_per_arm: 11}", False),
+    ("{fixed: {lr: 0.05}}", False),                                             # nothing to search
+])
+def test_a_tpe_search_that_never_leaves_its_random_startup_is_a_warning(search, warned):
+    found = parse_spec(f"name: s\narms: [{{model: mlp}}]\nsearch: {search}\n").warnings()
+    assert found == ([f"search.trials_per_arm: 8 trials are all among TPE's 10 random start-up trials "
+                      "(search.startup_trials), so TPE never models the results: lower "
+                      "search.startup_trials below trials_per_arm, or say algorithm: random"] if warned else [])
