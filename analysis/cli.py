@@ -41,6 +41,8 @@ def print_analysis(folders, out=None, wandb_mode=None, wandb_report=False, full:
         print(result.details)
     print(f"report: {result.paths['report.html']}")
     print(f"answers: {result.paths['answers.md']}, {result.paths['answers.json']}")
+    if differences := result.answers["provenance"]["differences"]:   # studies that are not alike
+        print(f"note: the studies compared differ in {'; '.join(differences)}", file=sys.stderr)
     return result
 
 

@@ -65,7 +65,8 @@ def compute(tables: io.StudyTables, level: float = 0.95) -> tuple[dict, dict, di
     figures["signal_propagation"] = fig.signal_propagation(frames["signal_profile"], colors)
     # what code ran each study (study.json's driver records: analysis/provenance.py)
     answers["provenance"] = jsonable(provenance_answer(
-        [(s.name, state) for s, state in zip(tables.specs, tables.states or [{}] * len(tables.specs))]))
+        [(s.name, state) for s, state in zip(tables.specs, tables.states or [{}] * len(tables.specs))],
+        [s.raw for s in tables.specs]))
     # every sentence, section by section in the answers' order (the cost's after the questions')
     answers["text"] = [s for key in (*questions.TABLES, "cost", "provenance")
                        for s in section(answers, (key,))[0]]

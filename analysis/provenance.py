@@ -3,14 +3,24 @@ per driver (`run`, each `resume`), and a sentence per study that says whether al
 same code, the commit and package versions, and what differed when they did not. Pure: the states
 come from analysis/io.py.
 
-    provenance_answer([("quick", state)])   # {"drivers": [rows], "code_versions": {study: n}, "text": [...]}
+    provenance_answer([("quick", state)], [spec])   # {"drivers": [rows], "code_versions": {study: n},
+                                                    #  "differences": [...], "text": [...]}
+
+Several studies compared (`archstudy analyze DIR_A DIR_B`) are also checked for what their
+arms' differences would mix with the architecture: a different dataset, budget, split or search
+(COMPARED); the first sentence names it, and `analyze` prints it as a note.
 
 Tests: .venv/bin/python -m pytest tests/test_provenance.py
 """
 from __future__ import annotations
 
+import json
+
 from studyfiles.provenance import PACKAGES, changed, code_of, describe
 
+# what several studies compared must share for their arms' differences to be the architectures'
+COMPARED = ("data", "subset", "epochs", "seeds", "split", "search.algorithm", "search.trials_per_arm",
+            "search.replicates", "search.space", "search.fixed", "scheduler")
 DRIVER_COLUMNS = ["study", "driver", "command", "started", "archstudy", "git_commit", "git_dirty",
                   "python", *PACKAGES, "platform"]
 
@@ -59,13 +69,34 @@ def study_sentence(study: str, state: dict) -> str:
             f"version. {each}.{tail}")
 
 
-def provenance_answer(states: list[tuple[str, dict]]) -> dict:
-    """answers.json's "provenance" for (study name, study.json state) pairs: drivers (driver_rows
-    of every study), code_versions ({study: distinct code versions, 0 when not recorded}), text."""
+def setup_differences(specs: list[dict]) -> list[str]:
+    """'epochs (5 vs 3)' for each COMPARED key (dotted: a key of a section) on which the resolved
+    specs (plain data, one per study, in order) differ; [] for one study."""
+    def value(spec: dict, key: str):
+        for part in key.split("."):
+            spec = spec.get(part) if isinstance(spec, dict) else None
+        return spec
+    found = []
+    for key in COMPARED:
+        values = [value(spec, key) for spec in specs]
+        if any(v != values[0] for v in values[1:]):
+            found.append(f"{key} ({' vs '.join(json.dumps(v, sort_keys=True) for v in values)})")
+    return found
+
+
+def provenance_answer(states: list[tuple[str, dict]], specs: list[dict] | None = None) -> dict:
+    """answers.json's "provenance" for (study name, study.json state) pairs and the studies'
+    resolved specs: drivers (driver_rows of every study), code_versions ({study: distinct code
+    versions, 0 when not recorded}), differences (setup_differences of the specs), text."""
     rows, counts, text = [], {}, []
     for study, state in states:
         drivers = [] if "error" in state else state.get("drivers") or []
         rows += driver_rows(study, drivers)
         counts[study] = len(versions(drivers))
         text.append(study_sentence(study, state))
-    return {"drivers": rows, "code_versions": counts, "text": text}
+    differences = setup_differences(specs or [])
+    if differences:
+        text.insert(0, f"The {len(specs)} studies compared differ in {'; '.join(differences)}: a "
+                       "difference between arms of different studies mixes the architecture with "
+                       "these; compare arms within one study for an answer about the architecture.")
+    return {"drivers": rows, "code_versions": counts, "differences": differences, "text": text}

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 import analysis
 from analysis import figures, io
@@ -175,17 +176,21 @@ def test_wandb_report_selects_the_studys_runs_and_shows_each_arms_search(tiny):
     assert "Metric('Group') == 'tiny'" in str(report.blocks[3].runsets[0].filters)
 
 
-def test_two_studies_are_compared_with_arms_kept_apart(tiny, tmp_path):
+def test_two_studies_are_compared_with_arms_kept_apart(tiny, tmp_path, capsys):
     other = tmp_path / "tiny2"
     shutil.copytree(tiny.out, other)
-    text = (other / "spec.yaml").read_text().replace("name: tiny", "name: tiny2", 1)
-    (other / "spec.yaml").write_text(text)
+    spec = yaml.safe_load((other / "spec.yaml").read_text())
+    spec.update(name="tiny2", epochs=spec["epochs"] + 1)   # as if it had trained one epoch more
+    (other / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     tables = io.load_studies([tiny.out, other])
     assert set(tables.trials.arm) == {f"{s}:{a}" for s in ("tiny", "tiny2")
                                       for a in ("mlp-w1-h32", "resnet20-w0.125")}
     assert main(["analyze", str(tiny.out), str(other), "--out", str(tmp_path / "both"),
                  "--wandb-mode", "disabled"]) == 0
     assert (tmp_path / "both" / "report.html").is_file()
+    assert capsys.readouterr().err.strip() == "note: the studies compared differ in epochs (3 vs 4)"
+    answers = json.loads((tmp_path / "both" / "answers.json").read_text())
+    assert answers["provenance"]["differences"] == ["epochs (3 vs 4)"]
 
 
 @pytest.mark.parametrize("files, expected", [

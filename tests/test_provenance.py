@@ -86,3 +86,13 @@ def test_the_tiny_study_records_its_driver_and_the_report_shows_it(tiny, analyse
     html = (out / "report.html").read_text()
     assert html.index("6. Evidence beyond one search") < html.index("7. Provenance: what code ran the study")
     assert "7. Provenance" in (out / "answers.md").read_text()
+
+
+def test_studies_compared_that_differ_in_their_setup_are_named():
+    a = {"data": "mnist-5k", "subset": {"train": 2000}, "epochs": 5, "search": {"trials_per_arm": 3}}
+    b = {**a, "subset": {"train": 300}, "epochs": 3}
+    answer = provenance_answer([("a", {}), ("b", {})], [a, b])
+    assert answer["differences"] == ['subset ({"train": 2000} vs {"train": 300})', "epochs (5 vs 3)"]
+    assert answer["text"][0].startswith('The 2 studies compared differ in subset ({"train": 2000} vs '
+                                        '{"train": 300}); epochs (5 vs 3): a difference between arms')
+    assert provenance_answer([("a", {}), ("c", {})], [a, dict(a)])["differences"] == []
