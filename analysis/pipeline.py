@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from studyfiles.errors import StudyError
+from studyfiles.wandb_key import missing_key
 
 from . import figures as fig
 from . import figures_evidence, io, questions, signalprop
@@ -86,6 +87,8 @@ def analyze(folders: list[str | os.PathLike], out: str | os.PathLike | None = No
     if wandb_report and mode != "online":
         raise StudyError(f"--wandb-report: needs W&B online mode, not {mode!r} (a W&B Report is "
                             "created on the W&B server)")
+    if (problem := missing_key(mode, offline_ok=not wandb_report)) is not None:   # before any output
+        raise StudyError(problem)
     answers, figures, frames = compute(tables, level)
     title = f"archstudy analysis: {tables.name}"
     meta = (f"studies: {', '.join(str(f) for f in tables.folders)}; metric {tables.spec.metric} "

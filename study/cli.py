@@ -26,6 +26,7 @@ from analysis import cli as analysis_cli
 from studyfiles.errors import StudyError
 from studyfiles.pipes import quiet_on_broken_pipe
 from studyfiles.storage import join
+from studyfiles.wandb_key import missing_key
 from trainables.data import DatasetUnavailable
 
 from . import interrupt
@@ -36,11 +37,13 @@ from .spec_file import json_schema, load_spec
 
 def cmd_validate(args) -> int:
     """Checks that hold on any machine refuse the spec (exit 2); what only this machine lacks
-    (resources.cpu or .gpu, which a cluster may have: `run` refuses it here without --address) and
+    (resources.cpu or .gpu, which a cluster may have: `run` refuses it here without --address; a
+    W&B API key for online mode, which the machine that runs it may have: `run` refuses it) and
     what is allowed but probably not meant are warnings on stderr (exit 0)."""
     spec = load_spec(args.spec)
     from .resources import local_problem
-    for warning in [*spec.warnings(), *filter(None, [local_problem(spec)])]:
+    machine = [local_problem(spec), missing_key(spec.wandb.resolved_mode())]
+    for warning in [*spec.warnings(), *filter(None, machine)]:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{args.spec}: ok: study {spec.name!r}, {len(spec.arms)} arms "
           f"({', '.join(spec.arm_names)}), {spec.search.trials_per_arm} trials per arm"
@@ -119,6 +122,13 @@ def check_local_resources(spec, address: str | None) -> None:
         check_local_resources(spec)
 
 
+def check_wandb_key(spec) -> None:
+    """W&B online mode needs an API key where the driver runs (studyfiles/wandb_key.py): refused
+    in one line before Ray starts, rather than in every trial's wandb.init and the analysis's."""
+    if (problem := missing_key(spec.wandb.resolved_mode())) is not None:
+        raise SpecError(problem)
+
+
 def run_to_the_end(study, data) -> int:
     """Run the study's remaining phases and print its results; on a stop signal, say where it
     stopped and how to go on."""
@@ -137,6 +147,7 @@ def run_to_the_end(study, data) -> int:
 def cmd_run(args) -> int:
     spec = load_spec(args.spec).with_overrides(name=args.name, storage=args.storage,
                                                wandb_mode=args.wandb_mode)
+    check_wandb_key(spec)
     warn(spec)
     check_local_resources(spec, args.address)
     from . import runner
@@ -154,6 +165,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_submit(args) -> int:
+    """No W&B key check here: the job does not take this machine's key (nothing forwards it); its
+    driver, `run` on the head node, checks the cluster's own before Ray Tune starts a trial."""
     from .cluster import follow_up, submit
     spec = load_spec(args.spec).with_overrides(name=args.name, storage=args.storage,
                                                wandb_mode=args.wandb_mode)
@@ -172,6 +185,7 @@ def cmd_resume(args) -> int:
     from . import runner
     with catching():
         study = runner.reopen(args.dir)
+        check_wandb_key(study.spec)
         try:
             data = runner.study_data(study.spec)
             check_local_resources(study.spec, args.address)
