@@ -50,7 +50,7 @@ def undertrained(trials: pd.DataFrame, epochs: pd.DataFrame, metric: str = "val_
         acc = g["final_val_acc"].mean()
         near = bool(pd.notna(acc) and acc < chance + margin * (1 - chance))
         censored = int(reach.loc[arm, "n_censored"]) if arm in reach.index else 0
-        improving = bool(arm in reach.index and reach.loc[arm, "censored"])
+        improving = bool(arm in reach.index and reach.loc[arm, "all_censored"])
         table.append({"arm": arm, "n": len(g), "val_acc": acc, "chance": chance, "near_chance": near,
                       "n_censored": censored, "still_improving": improving,
                       "undertrained": near or improving})

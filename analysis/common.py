@@ -47,6 +47,16 @@ def higher_is_better(column: str) -> bool:
     return "acc" in column
 
 
+def label(column: str, running: bool = False) -> str:
+    """'final_train_loss' -> 'final training loss'; with `running`, a training column says that it
+    is a running average over the epoch."""
+    if running and "train_" in column:
+        return column.split("train_")[0].replace("_", " ") + TRAIN_LOSS.replace(
+            "loss", "loss" if column.endswith("loss") else "accuracy")
+    names = {"train": "training", "val": "validation", "acc": "accuracy"}
+    return " ".join(names.get(w, w) for w in column.split("_"))
+
+
 def test_column(metric: str) -> str:
     """The final test column of the metric's kind: val_acc -> final_test_acc, *_loss -> final_test_loss."""
     return "final_test_acc" if metric.endswith("acc") else "final_test_loss"

@@ -25,7 +25,7 @@ GENERALISATION_GAP_COLUMNS = ["arm", "epoch", "n", "acc_gap", "loss_gap", "train
 FINAL_GAP_COLUMNS = ["arm", "epoch", "n", "acc_gap", "acc_gap_ci_lo", "acc_gap_ci_hi", "loss_gap",
                      "loss_gap_ci_lo", "loss_gap_ci_hi"]
 FRACTION_COLUMNS = ["arm", "n", "epochs_median", "epochs_min", "epochs_max", "last_epoch",
-                    "n_censored", "censored", "final_mean"]
+                    "n_censored", "all_censored", "final_mean"]
 
 
 def completed_epochs(epochs: pd.DataFrame | None, phase: str, need: tuple = ()) -> pd.DataFrame:
@@ -95,10 +95,11 @@ def epochs_to_fraction(epochs: pd.DataFrame, fraction: float = 0.95, column: str
     range (min-max) over seeds: with a handful of seeds and integer epochs a t-interval says little.
 
     A seed that reaches it only at its last epoch is censored: it was still improving, and would
-    have needed that many epochs or more. `censored` is True when every seed of the arm is.
-    Needs columns: phase, status, trial_id, arm, epoch (1-based), `column`. Columns: arm, n (seeds),
-    epochs_median, epochs_min, epochs_max, last_epoch (the largest last epoch), n_censored,
-    censored, final_mean (mean final value).
+    have needed that many epochs or more. n_censored counts the arm's censored seeds;
+    all_censored is True only when every seed is (n_censored == n), so 2 censored seeds of 3 read
+    n_censored 2, all_censored False. Needs columns: phase, status, trial_id, arm, epoch
+    (1-based), `column`. Columns: arm, n (seeds), epochs_median, epochs_min, epochs_max,
+    last_epoch (the largest last epoch), n_censored, all_censored, final_mean (mean final value).
     """
     ep = completed_epochs(epochs, phase, need=(column,))
     higher = higher_is_better(column)
@@ -120,5 +121,5 @@ def epochs_to_fraction(epochs: pd.DataFrame, fraction: float = 0.95, column: str
                       "epochs_min": min(reached) if n else np.nan,
                       "epochs_max": max(reached) if n else np.nan,
                       "last_epoch": max(lasts) if n else np.nan, "n_censored": int(censored),
-                      "censored": bool(n and censored == n), "final_mean": mean_ci(finals)[0]})
+                      "all_censored": bool(n and censored == n), "final_mean": mean_ci(finals)[0]})
     return pd.DataFrame(table, columns=FRACTION_COLUMNS)

@@ -167,3 +167,45 @@ def gap_verdict(fit: dict, n_depths: int, column: str, n_replicated: int | None 
     if residual_worse:
         return "residual degrades more with depth than plain"
     return "no significant difference in depth trend"
+
+
+# ---- against the pairwise table ------------------------------------------------------------------
+# Each source of a two-arm verdict on the metric: (its decided verdicts, its "no difference" one).
+_TWO_ARM = {"depth trend": (("degrades", "improves"), "no significant change"),
+            "matched pair": (("plain better", "residual better"), "tied"),
+            "why": (("yes", "no"), "tied")}
+HOLM_DIFFERS_COLUMNS = ["arm_a", "arm_b", "sources", "verdicts", "pairwise_verdict"]
+
+
+def holm_differs(trend: pd.DataFrame, pairs: pd.DataFrame, degradations: list[dict],
+                 pairwise: pd.DataFrame, column: str) -> pd.DataFrame:
+    """The pairs of arms whose depth or why verdict on `column` (the metric, final_<metric>) and
+    whose ranking.pairwise() verdict disagree on whether they differ: the former test one planned
+    comparison each at the stated level, the latter is Holm-adjusted over every pair, so a pair can
+    differ in one and be tied in the other.
+
+    Two-arm verdicts only: depth_trend() lines of exactly two arms, matched_pairs() and the
+    `deficit` of why.diagnose()'s degradations; "too few ..." verdicts on either side are skipped.
+    `trend` and `pairs` carry a `column` column (questions.results() adds it). Columns: arm_a,
+    arm_b (the pairwise table's order), sources (e.g. ["depth trend", "why"]), verdicts (theirs,
+    in the same order), pairwise_verdict.
+    """
+    said = {frozenset((r.arm_a, r.arm_b)): (r.arm_a, r.arm_b, r.verdict) for r in pairwise.itertuples()}
+    found = [("depth trend", r["arms"], r["verdict"]) for _, r in trend.iterrows()
+             if r["column"] == column and len(r["arms"]) == 2]
+    found += [("matched pair", [r["plain_arm"], r["residual_arm"]], r["verdict"])
+              for _, r in pairs.iterrows() if r["column"] == column]
+    found += [("why", [d["arm"], d["reference"]], d["deficit"]) for d in degradations
+              if d["metric"] == column]
+    table = {}
+    for source, arms, verdict in found:
+        decided, null = _TWO_ARM[source]
+        a, b, other = said.get(frozenset(arms), (None, None, ""))
+        if verdict not in (*decided, null) or other not in ("a better", "b better", "tied"):
+            continue
+        if (verdict in decided) != (other != "tied"):
+            row = table.setdefault((a, b), {"arm_a": a, "arm_b": b, "sources": [], "verdicts": [],
+                                            "pairwise_verdict": other})
+            row["sources"].append(source)
+            row["verdicts"].append(verdict)
+    return pd.DataFrame(list(table.values()), columns=HOLM_DIFFERS_COLUMNS)

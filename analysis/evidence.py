@@ -114,9 +114,11 @@ def prob_better_table(trials: pd.DataFrame, metric: str = "val_acc", mode: str =
     of the same trials, gives each pair its Welch/Holm verdict.
     Columns PROB_COLUMNS: study, arm_a, arm_b, matched (plain vs residual at the same depth,
     BatchNorm and width), keys (what the runs are paired on), n, ties, p_better, ci_lo, ci_hi,
-    verdict (prob_verdict), meaningful (Bouthillier's rule), few_runs (n < MIN_PAIRED_RUNS),
-    welch_verdict ("" without `pairwise`) and agree (False when both verdicts are decided, none
-    "too few ...", and they differ).
+    verdict (prob_verdict), meaningful (Bouthillier's rule; None when few_runs: with fewer than
+    MIN_PAIRED_RUNS paired runs a P of 1 or 0 is a handful of wins, not evidence), few_runs
+    (n < MIN_PAIRED_RUNS), welch_verdict ("" without `pairwise`) and agree (whether the two
+    verdicts are the same; None unless both are decided, i.e. "a better", "b better" or "tied":
+    where either is "too few ..." or missing, no comparison was made).
     """
     col, keys = f"final_{metric}", pair_keys(trials)
     runs = rows(trials, phase="confirm", status="completed",
@@ -138,10 +140,18 @@ def prob_better_table(trials: pd.DataFrame, metric: str = "val_acc", mode: str =
         other = welch.get((a, b), "")
         table.append({"study": info.loc[a, "study"], "arm_a": a, "arm_b": b,
                       "matched": _matched(info.loc[a], info.loc[b]), "keys": keys, **p,
-                      "verdict": decided, "meaningful": meaningful(p["p_better"]),
-                      "few_runs": p["n"] < MIN_PAIRED_RUNS, "welch_verdict": other,
-                      "agree": not (_decided(decided) and _decided(other)) or decided == other})
+                      "verdict": decided, "few_runs": p["n"] < MIN_PAIRED_RUNS,
+                      "meaningful": None if p["n"] < MIN_PAIRED_RUNS else meaningful(p["p_better"]),
+                      "welch_verdict": other, "agree": agreement(decided, other)})
     return pd.DataFrame(table, columns=PROB_COLUMNS)
+
+
+def agreement(paired: str, welch: str) -> bool | None:
+    """Whether the paired verdict and Welch's say the same; None when either is undecided ("too
+    few ...") or missing, since then there is nothing to agree or disagree with."""
+    if not (_decided(paired) and _decided(welch)):
+        return None
+    return paired == welch
 
 
 def _decided(verdict: str) -> bool:

@@ -5,9 +5,10 @@
 
 Built from the records of questions.answers() only (numbers in, words out): the ranking table (arm,
 mean, interval, n), then depth (each line's training-loss trend), plain vs residual (the difference
-of their slopes), why (optimisation or generalisation, vanishing gradients) and the budget (arms
-that did not train). `archstudy run` and `archstudy analyze` print it before the paths to
-answers.md and report.html, which hold every detail; report.html opens with it.
+of their slopes), why (optimisation or generalisation, vanishing gradients), the budget (arms
+that did not train) and the search (how many arms are under-searched). `archstudy run` and
+`archstudy analyze` print it before the paths to answers.md and report.html, which hold every
+detail; report.html opens with it.
 
 Tests: .venv/bin/python -m pytest tests/test_analysis_headline.py
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from .common import ci, line_name, num, sci
 from .attenuation import VANISHING_RATIO
+from .space_audit import MIN_COMPLETED
 
 DEPTH_COLUMN = "final_train_loss"   # He et al.'s degradation is about training error
 
@@ -27,7 +29,8 @@ def headline(answers: dict, metric: str = "val_acc", level: float = 0.95) -> dic
     sentences = [_depth(depth.get("depth_trend", []), level),
                  _plain_vs_residual(depth.get("degradation_gap", []), level),
                  _why(answers.get("why", {})),
-                 _budget(answers.get("budget", {}).get("undertrained", []))]
+                 _budget(answers.get("budget", {}).get("undertrained", [])),
+                 _searched(answers.get("evidence", {}).get("space_audit", []))]
     return {"title": f"{metric}, mean over confirmation seeds with its {level:.0%} CI",
             "ci_label": f"{level:.0%} CI", "ranking": ranking, "sentences": [s for s in sentences if s]}
 
@@ -63,15 +66,26 @@ def _plain_vs_residual(gap: list[dict], level: float) -> str:
     return "Plain vs residual: " + "; ".join(parts) + "." + _limited(rows)
 
 
+# why.diagnose()'s `where` of a deeper plain arm with a lower mean than a shallower one, in words;
+# the first two and "unresolved" are deficits beyond seed noise, the last two are not shown to be.
+WHERE = {"optimisation": "trains worse too: an optimisation difficulty",
+         "generalisation": "trains no worse: a generalisation gap",
+         "unresolved": "scores worse beyond seed noise, but whether it trains worse is not resolved",
+         "gap unresolved": "scores worse beyond seed noise and trains no worse, but a larger "
+                           "generalisation gap is not shown either",
+         "no train loss": "scores worse beyond seed noise; no training loss to say why",
+         "within noise": "scores lower, but only within seed noise (no deficit shown)",
+         "too few seeds": "scores lower, with too few seeds to tell it from noise"}
+
+
 def _why(why: dict) -> str:
     found = why.get("degradations", [])
-    words = {"optimisation": "trains worse too: an optimisation difficulty",
-             "generalisation": "trains no worse: a generalisation gap"}
-    parts = [f"{d['arm']} vs {d['reference']} {words[d['where']]}" for d in found if d["where"] in words]
-    rest = len(found) - len(parts)
-    text = "; ".join(parts) if parts else "no plain arm scores worse than a shallower one beyond noise"
-    if rest:
-        text += f" ({rest} other deficit(s) unresolved, see answers.md)"
+    parts = [f"{d['arm']} vs {d['reference']} {WHERE[d['where']]}" for d in found]
+    beyond = [d for d in found if d["where"] not in ("within noise", "too few seeds")]
+    text = "; ".join(parts)
+    if not beyond:
+        none = "no plain arm scores worse than a shallower one beyond noise"
+        text = f"{none} ({text})" if text else none
     att = why.get("attenuation", [])
     if att:
         vanish = [r["arm"] for r in att if r.get("vanishing")]
@@ -88,6 +102,15 @@ def _budget(flags: list[dict]) -> str:
         return "Budget: every arm trained (none near chance or still improving steeply at the end)."
     return ("Budget: not trained within the budget: " + "; ".join(f"{r['arm']} ({r['reason']})" for r in bad)
             + ". Verdicts involving them measure the budget, not the architecture.")
+
+
+def _searched(audit: list[dict]) -> str:
+    """How many arms space_audit marks under-searched ('' when none is, or without a search)."""
+    thin = [r for r in audit if r.get("under_searched")]
+    if not thin:
+        return ""
+    return (f"Search: {len(thin)} of {len(audit)} arms under-searched (fewer than {MIN_COMPLETED} "
+            "completed search trials): verdicts may reflect the search, not the architecture.")
 
 
 def ranking_cells(h: dict) -> list[tuple[str, str, str, str]]:

@@ -6,9 +6,10 @@
     result["text"]                 # every verdict in words, with its numbers
     result["depth"]["depth_trend"] # the records behind them, section by section
 
-1. ranking: which arm is best, beyond seed noise?        ranking, pairwise (ranking.py)
+1. ranking: which arm is best, beyond seed noise?        ranking, pairwise, selection_split
+                                                         (ranking.py)
 2. depth: does depth hurt plain nets more than residual? depth_trend, matched_pairs,
-                                                         degradation_gap (depth.py)
+                                                         degradation_gap, holm_differs (depth.py)
 3. why: vanishing gradients, optimisation or generalisation?  gradient_profile, attenuation,
                                                          diagnose (why.py)
 4. convergence: how fast, and how far apart train and val? generalisation_gap, final_gap,
@@ -35,16 +36,16 @@ import pandas as pd
 from . import budget, sentences, space_audit
 from .common import jsonable, left_out, records, rows, unconfirmed_arms
 from .convergence import epochs_to_fraction, final_gap, generalisation_gap
-from .depth import degradation_gap, depth_trend, matched_pairs
+from .depth import degradation_gap, depth_trend, holm_differs, matched_pairs
 from .evidence import expected_best_table, prob_better_table
-from .ranking import pairwise, ranking
+from .ranking import pairwise, ranking, selection_split
 from .importance import MIN_TRIALS_FOR_IMPORTANCE, asha_savings, best_configs, costs, importances
 from .why import attenuation, diagnose, gradient_profile
 
-__all__ = ["answers", "answers_with_frames", "results", "ranking", "pairwise", "depth_trend",
-           "matched_pairs", "degradation_gap", "gradient_profile", "attenuation", "diagnose",
-           "generalisation_gap", "final_gap", "epochs_to_fraction", "best_configs", "asha_savings",
-           "importances", "costs", "MIN_TRIALS_FOR_IMPORTANCE"]
+__all__ = ["answers", "answers_with_frames", "results", "ranking", "pairwise", "selection_split",
+           "depth_trend", "matched_pairs", "degradation_gap", "holm_differs", "gradient_profile",
+           "attenuation", "diagnose", "generalisation_gap", "final_gap", "epochs_to_fraction",
+           "best_configs", "asha_savings", "importances", "costs", "MIN_TRIALS_FOR_IMPORTANCE"]
 
 # The tables of each section that answers.json holds, in order; the rest of a section's results are
 # facts for its sentences (counts, what was left out) or frames for the figures.
@@ -97,8 +98,12 @@ def results(trials: pd.DataFrame, epochs: pd.DataFrame, gradflow: pd.DataFrame,
     pairwise and depth tables an `under_searched` one (the ranking's a flag, the others the arms
     whose search completed fewer than space_audit.MIN_COMPLETED trials); the other names are facts for
     analysis.sentences: "unconfirmed" (common.unconfirmed_arms), "left_out" (common.left_out),
-    counts of arms, runs and lines, and the frames behind the figures (gradient_profile,
-    generalisation_gap). Needs the columns of the functions listed in the module docstring."""
+    counts of arms, runs and lines, the ranking's "selection" (ranking.selection_split: is the
+    metric the one the search chose by), the depth section's "holm_differs" (depth.holm_differs:
+    pairs its single tests and the Holm-adjusted pairwise table decide differently) and
+    "pairs_tested" (the pairwise table's Holm family), and the frames behind the figures
+    (gradient_profile, generalisation_gap). Needs the columns of the functions listed in the module
+    docstring."""
     audit = space_audit.space_audit(trials, space or {}, metric, mode)
     thin = space_audit.under_searched(audit)   # their verdicts get an `under_searched` mark
     rank = ranking(trials, metric, mode, level)
@@ -111,13 +116,19 @@ def results(trials: pd.DataFrame, epochs: pd.DataFrame, gradflow: pd.DataFrame,
                 "expected_best": expected_best_table(trials, metric, mode), "space_audit": audit,
                 "space": space or {}}
     pairs = space_audit.mark(pairs, ("arm_a", "arm_b"), thin)
+    depth = _depth(trials, metric, level, flags, thin)
+    why = _why(trials, gradflow, metric, mode, level, flags)
+    # depth and why test single comparisons, the pairwise table is Holm-adjusted: where they differ
+    depth["holm_differs"] = holm_differs(depth["depth_trend"], depth.get("matched_pairs", pd.DataFrame()),
+                                         why["degradations"], pairs, f"final_{metric}")
+    depth["pairs_tested"] = int(pairs["p"].notna().sum())
     return {"budget": {"undertrained": flags},
             "ranking": {"ranking": rank, "unconfirmed": missing,
-                        "left_out": left_out(trials, "confirm", (f"final_{metric}",))},
+                        "left_out": left_out(trials, "confirm", (f"final_{metric}",)),
+                        "selection": selection_split(trials, metric)},
             "pairwise": {"pairwise": pairs, "unconfirmed": missing, "arms": rows(trials)["arm"].nunique(),
                          "arms_in_confirmation": len(rank)},
-            "depth": _depth(trials, metric, level, flags, thin),
-            "why": _why(trials, gradflow, metric, mode, level, flags),
+            "depth": depth, "why": why,
             "convergence": _convergence(epochs, metric, level),
             "search": {"best_configs": best_configs(trials, metric, mode),
                        "asha_savings": asha_savings(trials, epochs_budget),

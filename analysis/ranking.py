@@ -2,11 +2,14 @@
 
     ranking(trials, metric="val_acc", mode="max")    # one row per arm, best first
     pairwise(trials, metric="val_acc", mode="max")   # one row per pair of arms, Welch's t-test
+    selection_split(trials, metric="val_acc")        # how many runs share the search's split
 
 Both read the confirmation phase of the `trials` table (one row per trial) and score an arm by the
-final-epoch value of the metric (`final_<metric>`), the value the search also optimised. Only
-completed trials with a value count; diverged, errored (or interrupted) confirmation trials, and
-completed ones without a final metric, are left out and counted in `excluded`.
+final-epoch value of the metric (`final_<metric>`), the value the search also optimised: the
+search chose each arm's configuration by it, so it is optimistically biased (on the search's own
+validation split under `split: fixed`), while the test metric beside it is not. Only completed
+trials with a value count; diverged, errored (or interrupted) confirmation trials, and completed
+ones without a final metric, are left out and counted in `excluded`.
 
 Two tests of "is this arm better", on purpose of different strength: the ranking's ties are
 overlapping 95% intervals (conservative: two arms can overlap yet differ), while `pairwise` gives
@@ -23,8 +26,9 @@ import pandas as pd
 from .common import rows, test_column
 from .stats import NAN, clean, hedges_g, holm, mean_ci, welch
 
-RANKING_COLUMNS = ["arm", "family", "depth", "n", "mean", "ci_lo", "ci_hi", "std", "test_mean",
-                   "test_ci_lo", "test_ci_hi", "excluded", "position", "rank", "tied_with"]
+# the test columns next to the metric's: the search chose configurations by the metric, not the test
+RANKING_COLUMNS = ["arm", "family", "depth", "n", "mean", "ci_lo", "ci_hi", "test_mean", "test_ci_lo",
+                   "test_ci_hi", "std", "excluded", "position", "rank", "tied_with"]
 PAIRWISE_COLUMNS = ["arm_a", "arm_b", "n_a", "n_b", "mean_a", "mean_b", "diff", "diff_ci_lo",
                     "diff_ci_hi", "test", "t", "p", "p_holm", "df", "hedges_g", "verdict"]
 
@@ -45,15 +49,17 @@ def ranking(trials: pd.DataFrame, metric: str = "val_acc", mode: str = "max",
     column of the same kind (final_test_acc for *_acc metrics, final_test_loss for *_loss).
 
     Columns: arm, family, depth, n (completed seeds), mean, ci_lo, ci_hi (t-interval at `level`),
-    std, test_mean, test_ci_lo, test_ci_hi (NaN when there is no test metric), excluded
+    test_mean, test_ci_lo, test_ci_hi (NaN when there is no test metric), std, excluded
     (confirmation trials not completed, or completed without final_<metric>), position (1 = best
     mean), rank and tied_with.
 
     tied_with lists the arms whose interval overlaps this arm's. An arm with a single seed has no
     interval and counts as overlapping every arm. `rank` is 1 + the number of arms that are clearly
-    better (their whole interval lies on the better side of this arm's), so arms that overlap the
-    best arm all share rank 1: it is the best rank the data cannot rule out. Overlapping 95%
-    intervals is a conservative test; `pairwise` gives the Welch test of each difference.
+    better (their whole interval lies on the better side of this arm's): the best rank the data
+    cannot rule out, shared by every arm that no other arm clearly beats. Overlap is not
+    transitive, so an arm can overlap the best arm and still rank below 1 (another arm clearly
+    beats it): rank 1 is not "tied with the best". Overlapping 95% intervals is a conservative
+    test; `pairwise` gives the Welch test of each difference.
     Arms with no completed seed come last with n = 0 and NaN rank.
     """
     col, test = f"final_{metric}", test_column(metric)
@@ -103,6 +109,28 @@ def _clearly_better(a, b, sign: float) -> bool:
     if sign > 0:
         return bool(a.ci_lo > b.ci_hi)   # NaN compares False
     return bool(a.ci_hi < b.ci_lo)
+
+
+def selection_split(trials: pd.DataFrame, metric: str = "val_acc") -> dict:
+    """How far the ranking's final_<metric> is the score the search chose each arm's configuration
+    by (a chosen configuration's score on the data it was chosen on is optimistically biased; the
+    test split takes no part in the choice).
+
+    Needs trials columns: phase, status, arm, final_<metric>, split_seed (the tables fill it in).
+    Returns {"searched": completed search trials with the metric, "runs": completed confirmation
+    runs with it, "on_search_split": how many of those runs are scored on a split their arm's
+    search trials also used (all of them under `split: fixed`; under `per_seed`, the seeds whose
+    split seed is the search's), or None without a split_seed column}.
+    """
+    col = f"final_{metric}"
+    scored = rows(trials, need=(col, "split_seed"))
+    scored = scored[(scored["status"] == "completed") & scored[col].notna()]
+    search, confirm = scored[scored["phase"] == "search"], scored[scored["phase"] == "confirm"]
+    same = None
+    if trials is not None and "split_seed" in trials and scored["split_seed"].notna().all():
+        used = search.groupby("arm")["split_seed"].agg(set)
+        same = int(sum(r.split_seed in used.get(r.arm, set()) for r in confirm.itertuples()))
+    return {"searched": len(search), "runs": len(confirm), "on_search_split": same}
 
 
 def pairwise(trials: pd.DataFrame, metric: str = "val_acc", mode: str = "max",

@@ -1,6 +1,7 @@
 """The one module that puts the answers into words: questions.results() (numbers, verdict codes and
-flags, section by section) in, sentences out; the why question's sentences are in sentences_why.py
-(called from here), to keep files short. Each sentence makes only the claim its numbers support:
+flags, section by section) in, sentences out; the ranking's, why's and evidence's sentences are
+in sentences_ranking.py, sentences_why.py and sentences_evidence.py (called from here), to keep
+files short. Each sentence makes only the claim its numbers support:
 with too few seeds, depths or trials it says so instead, and missing data is never worded as a
 null result.
 
@@ -18,11 +19,14 @@ from __future__ import annotations
 import pandas as pd
 
 from .budget import CHANCE_MARGIN
-from .common import (TRAIN_LOSS, ci, left_out_text, line_name, num, pval, test_column,
-                     unconfirmed_text)
+from .common import ci, label, left_out_text, line_name, num, pval
 from .importance import MIN_TRIALS_FOR_IMPORTANCE
-from .sentences_evidence import evidence, under_searched_note
+from .sentences_evidence import evidence
+from .sentences_ranking import limited as _limited, pairwise, ranking, thin as _thin
 from .sentences_why import batchnorm, degradation, why
+
+__all__ = ["words", "label", "reason", "budget", "ranking", "pairwise", "depth", "convergence",
+           "search"]
 
 
 def words(found: dict, metric: str = "val_acc", mode: str = "max", level: float = 0.95) -> dict:
@@ -37,35 +41,12 @@ def words(found: dict, metric: str = "val_acc", mode: str = "max", level: float 
                        "text": budget(flags)},
             "ranking": {"text": ranking(found["ranking"], metric, mode, level)},
             "pairwise": {"text": pairwise(found["pairwise"], metric, level)},
-            "depth": {"text": depth(found["depth"], level)},
+            "depth": {"text": depth(found["depth"], level, metric)},
             "why": {"degradations": degradations, "batchnorm": with_bn,
                     "text": why(found["why"], degradations, with_bn, metric)},
             "convergence": {"text": convergence(found["convergence"], metric, level)},
             "search": {"text": search(found["search"], metric)},
             "evidence": {"text": evidence(found["evidence"], metric, mode, level)}}
-
-
-def label(column: str, running: bool = False) -> str:
-    """'final_train_loss' -> 'final training loss'; with `running`, a training column says that it
-    is a running average over the epoch."""
-    if running and "train_" in column:
-        return column.split("train_")[0].replace("_", " ") + TRAIN_LOSS.replace(
-            "loss", "loss" if column.endswith("loss") else "accuracy")
-    names = {"train": "training", "val": "validation", "acc": "accuracy"}
-    return " ".join(names.get(w, w) for w in column.split("_"))
-
-
-def _limited(arms: list) -> str:
-    return (f" Budget-limited: {', '.join(arms)} did not train within the budget, so this is not an "
-            "architecture effect." if arms else "")
-
-
-def _thin(row) -> str:
-    """The under-searched note of a table row (its `under_searched` arms; none without the column,
-    nor for a 'too few ...' verdict, which claims nothing)."""
-    if str(getattr(row, "verdict", "")).startswith("too few"):
-        return ""
-    return under_searched_note(getattr(row, "under_searched", None) or [])
 
 
 def _with_text(entry: dict, text: str) -> dict:
@@ -101,76 +82,12 @@ def budget(flags: pd.DataFrame) -> list[str]:
             "schedule that fits the budget would change them)."]
 
 
-# ---- 1. ranking ------------------------------------------------------------------------------------
-def ranking(found: dict, metric: str, mode: str, level: float) -> list[str]:
-    """The ranking section of questions.results(): the ranking table (ranking.ranking()), the
-    arms without a result (unconfirmed) and the runs left out (left_out)."""
-    table = found["ranking"]
-    scored = table[table["n"] > 0]
-    if scored.empty:
-        missing = unconfirmed_text(found["unconfirmed"])
-        return [f"No completed confirmation trials: nothing to rank on {metric}"
-                + (f" ({missing})." if missing else ".")]
-    better = "higher" if mode == "max" else "lower"
-    text = [f"Ranking on final {label(metric)} ({better} is better), mean over confirmation seeds: "
-            + "; ".join(f"{r.position}. {r.arm} {num(r.mean)} ({ci(r.ci_lo, r.ci_hi, level)}, n={r.n})"
-                        for r in scored.itertuples()) + "."]
-    few = scored[scored["n"] < 2]
-    if len(few):
-        text.append(f"Too few seeds for an interval (fewer than 2): {', '.join(few['arm'])}; "
-                    "their place in the ranking is not settled.")
-    best = scored.iloc[0]
-    if len(scored) == 1:
-        text.append(f"Only one arm ({best.arm}) has completed confirmation runs: nothing to compare it with.")
-    elif best["n"] >= 2 and not best["tied_with"]:
-        text.append(f"{best.arm} is clearly best: its interval does not overlap any other arm's.")
-    elif best["n"] >= 2:
-        text.append(f"{best.arm} has the best mean, but its interval overlaps "
-                    f"{', '.join(best['tied_with'])}: they share rank 1.")
-    thin = scored[scored["under_searched"]] if "under_searched" in scored else scored.iloc[:0]
-    if len(thin):
-        text.append(under_searched_note(list(thin["arm"])).strip())
-    if found["left_out"]:
-        text.append(f"Left out: confirmation trials that did not complete or have no final {metric} "
-                    f"({left_out_text(found['left_out'])}).")
-    tested = scored[scored["test_mean"].notna()]
-    if len(tested):
-        text.append(f"On the test split ({test_column(metric)}): " + "; ".join(
-            f"{r.arm} {num(r.test_mean)} ({ci(r.test_ci_lo, r.test_ci_hi, level)})"
-            for r in tested.itertuples()) + ".")
-    return text
-
-
-def pairwise(found: dict, metric: str, level: float) -> list[str]:
-    """The pairwise section of questions.results(): the pairwise table (ranking.pairwise(), with
-    budget_limited), the arms counted (arms, arms_in_confirmation) and those without a result."""
-    table = found["pairwise"]
-    if table.empty:
-        return ["Fewer than two arms: no pairs to compare." if found["arms"] < 2 else
-                f"No pairs to compare: {found['arms_in_confirmation']} of the {found['arms']} arms have "
-                f"confirmation runs ({unconfirmed_text(found['unconfirmed'])})."]
-    counts = table["verdict"].value_counts()
-    decided = table[table["verdict"].isin(["a better", "b better"])]
-    text = [f"Of {len(table)} pairs of arms, {len(decided)} differ beyond seed noise (Welch's t-test, "
-            f"Holm-adjusted over the {int(table['p'].notna().sum())} pairs tested: adjusted "
-            f"p < {1 - level:.2g}), {counts.get('tied', 0)} are tied and "
-            f"{counts.get('too few seeds', 0)} have too few seeds to tell. \"Tied\" in the ranking "
-            f"means overlapping {level:.0%} intervals (conservative); these pairwise verdicts use "
-            "Holm-adjusted Welch tests, so a pair can differ here and still share a rank there."]
-    for r in decided.itertuples():
-        win, lose = (r.arm_a, r.arm_b) if r.verdict == "a better" else (r.arm_b, r.arm_a)
-        text.append(f"{win} beats {lose} on {metric}: difference {num(abs(r.diff))} "
-                    f"(unadjusted {ci(r.diff_ci_lo, r.diff_ci_hi, level)} for {r.arm_a} - {r.arm_b}, "
-                    f"{pval(r.p)}, Holm-adjusted {pval(r.p_holm)}, Hedges' g {num(r.hedges_g, 2)})."
-                    + _limited(r.budget_limited) + _thin(r))
-    return text
-
-
 # ---- 2. depth --------------------------------------------------------------------------------------
-def depth(found: dict, level: float) -> list[str]:
+def depth(found: dict, level: float, metric: str = "val_acc") -> list[str]:
     """The depth section of questions.results(): depth_trend, matched_pairs and degradation_gap
-    (depth.py, with a `column` and budget_limited), the plain and residual arms counted (arms) and
-    the runs left out (left_out)."""
+    (depth.py, with a `column` and budget_limited), the plain and residual arms counted (arms),
+    the runs left out (left_out), and holm_differs and pairs_tested (how its single tests relate
+    to the Holm-adjusted pairwise table)."""
     trend, lost = found["depth_trend"], found["left_out"]
     lost_text = [f"Left out of the depth analysis: plain and residual confirmation runs that did not "
                  f"complete or lack a value ({left_out_text(lost)})."] if lost else []
@@ -191,7 +108,33 @@ def depth(found: dict, level: float) -> list[str]:
     text += [_degradation_gap(r, level) + _thin(r) for r in gap.itertuples()]
     if pairs.empty:
         text.append("No plain and residual arms share a depth: no matched comparison of skip connections.")
+    decided = (trend["verdict"].isin(["degrades", "improves"]).any()
+               or pairs["verdict"].isin(["plain better", "residual better"]).any()
+               or gap["verdict"].str.contains("degrades more").any())
+    if found.get("pairs_tested", 0) > 1 and (decided or len(found["holm_differs"])):
+        text.append(_unadjusted(found["holm_differs"], found["pairs_tested"], level, metric))
     return text + lost_text
+
+
+def _unadjusted(differs: pd.DataFrame, tested: int, level: float, metric: str) -> str:
+    """The depth and why tests are single comparisons; the pairwise table is Holm-adjusted over
+    every pair (depth.holm_differs names the pairs this makes differ)."""
+    text = (f"These depth verdicts, like the why diagnoses, each test one planned comparison at "
+            f"{level:.0%} (a line's slope, a matched pair, a deeper arm against a shallower one), not "
+            f"adjusted for the {tested} pairs that the ranking's pairwise table Holm-adjusts over, so "
+            "a pair can differ here and be tied there")
+    tied = differs["pairwise_verdict"] == "tied"
+    if tied.any():
+        text += f": on {metric}, {_named(differs[tied])} differ here but are tied in the pairwise table"
+    if (~tied).any():
+        text += (f"{';' if tied.any() else ':'} on {metric}, {_named(differs[~tied])} are tied here but "
+                 "differ in the pairwise table")
+    return text + "."
+
+
+def _named(differs: pd.DataFrame) -> str:
+    """'a vs b (depth trend, why), c vs d (matched pair)' from depth.holm_differs() rows."""
+    return ", ".join(f"{r.arm_a} vs {r.arm_b} ({', '.join(r.sources)})" for r in differs.itertuples())
 
 
 def _trend(r, level: float, several: bool) -> str:
@@ -239,7 +182,7 @@ def convergence(found: dict, metric: str, level: float) -> list[str]:
 
 def _reach(r) -> str:
     out = f"{r.arm} {num(r.epochs_median)} ({num(r.epochs_min)}-{num(r.epochs_max)}, n={r.n}"
-    if r.censored:
+    if r.all_censored:
         return out + ", censored in every seed)"
     return out + (f", {r.n_censored} of {r.n} seeds censored)" if r.n_censored else ")")
 

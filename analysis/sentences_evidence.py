@@ -45,23 +45,28 @@ def prob_better(table: pd.DataFrame, level: float) -> list[str]:
             f"runs ({RESAMPLES} resamples): of {len(table)} pair(s), {decided} decided (interval "
             f"above or below 0.5), {counts.get('tied', 0)} holding 0.5"
             + (f", {few} with fewer than {MIN_PAIRED_RUNS} paired runs: {FEW_RUNS}" if few else "")
-            + f". Bouthillier et al. (2021) call P(A > B) > {MEANINGFUL:g} meaningful."]
+            + f". Bouthillier et al. (2021) call P(A > B) > {MEANINGFUL:g} meaningful"
+            + (f"; with fewer than {MIN_PAIRED_RUNS} paired runs the table leaves that rule "
+               "(`meaningful`) and the comparison with Welch's verdict (`agree`) empty" if few else "")
+            + "."]
     shown = table if len(table) <= MAX_LISTED else table[
         table["verdict"].isin(["a better", "b better"]) | table["matched"]]
     text += [_pair(r, level) for r in shown.itertuples()]
     text += [f"{r.arm_a} vs {r.arm_b}: the paired P(A > B) says \"{r.verdict}\" but Welch's "
              f"Holm-adjusted test says \"{r.welch_verdict}\"; the two tests disagree (the paired "
              "one counts wins per seed, Welch's weighs the size of the differences)."
-             for r in table[~table["agree"]].itertuples()]
+             for r in table[table["agree"].eq(False)].itertuples()]   # None: nothing compared
     return text
 
 
 def _pair(r, level: float) -> str:
-    head = (f"{r.arm_a} vs {r.arm_b}{' (matched depth: plain vs residual)' if r.matched else ''}: "
-            f"P({r.arm_a} better) = {num(r.p_better)} ({ci(r.ci_lo, r.ci_hi, level)}, "
-            f"n={r.n} paired runs{f', {r.ties} tied' if r.ties else ''})")
-    if r.verdict == "too few paired runs":
-        return f"{head}: {FEW_RUNS} (fewer than {MIN_PAIRED_RUNS})."
+    name = f"{r.arm_a} vs {r.arm_b}{' (matched depth: plain vs residual)' if r.matched else ''}"
+    runs = f"n={r.n} paired runs{f', {r.ties} tied' if r.ties else ''}"
+    if r.verdict == "too few paired runs":   # its interval (often "1 to 1") would read as a claim
+        return (f"{name}: P({r.arm_a} better) = {num(r.p_better)} ({runs}): {FEW_RUNS} (fewer than "
+                f"{MIN_PAIRED_RUNS}): its bootstrap interval decides nothing, and neither a verdict "
+                f"nor the P > {MEANINGFUL:g} rule is given.")
+    head = f"{name}: P({r.arm_a} better) = {num(r.p_better)} ({ci(r.ci_lo, r.ci_hi, level)}, {runs})"
     said = {"a better": f"{r.arm_a} better", "b better": f"{r.arm_b} better", "tied": "tied"}
     rule = {"a better": f"{r.arm_a} better", "b better": f"{r.arm_b} better",
             "neither": "neither"}.get(r.meaningful, r.meaningful)

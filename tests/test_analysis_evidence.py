@@ -52,9 +52,29 @@ def test_few_paired_runs_give_no_verdict_and_say_so():
     table = evidence.prob_better_table(trials, order=["resnet20", "plain20"])
     row = table.iloc[0]
     assert (row["n"], row["p_better"], row["matched"], row["few_runs"]) == (3, 1.0, True, True)
-    assert row["verdict"] == "too few paired runs" and row["meaningful"] == "a better"
+    assert row["verdict"] == "too few paired runs" and row["meaningful"] is None
     words = questions.answers(trials, pd.DataFrame(), pd.DataFrame())["evidence"]["text"]
     assert any(FEW_RUNS in s and "matched depth" in s for s in words)
+
+
+def test_few_paired_runs_claim_nothing_and_agree_only_where_both_decided():
+    """3 paired runs, every one won by a: P = 1 with a "1 to 1" interval, yet too few to mean
+    anything: `meaningful` and `agree` are empty (None), not "a better" and True, and the sentences
+    show no interval. With 6 runs both verdicts are decided and compared."""
+    few = runs({"a": ("mlp", 2, [0.90, 0.91, 0.92]), "b": ("mlp", 2, [0.80, 0.81, 0.82])}, seeds=[0, 1, 2])
+    answers = questions.answers(few, pd.DataFrame(), pd.DataFrame())
+    (row,) = answers["evidence"]["prob_better"]
+    assert (row["ci_lo"], row["ci_hi"], row["few_runs"], row["welch_verdict"]) == (1.0, 1.0, True, "a better")
+    assert row["meaningful"] is None and row["agree"] is None
+    text = " ".join(answers["evidence"]["text"])
+    assert "95% CI 1 to 1" not in text and "disagree" not in text
+    assert "the table leaves that rule (`meaningful`) and the comparison with Welch's verdict (`agree`) empty" in text
+    assert evidence.agreement("a better", "too few seeds") is None and evidence.agreement("", "tied") is None
+    assert evidence.agreement("tied", "tied") is True and evidence.agreement("a better", "tied") is False
+    many = runs({"a": ("mlp", 2, np.arange(6) / 100 + 0.9), "b": ("mlp", 2, np.arange(6) / 100 + 0.8)},
+                seeds=range(6))
+    (row,) = questions.answers(many, pd.DataFrame(), pd.DataFrame())["evidence"]["prob_better"]
+    assert (row["few_runs"], row["verdict"], row["meaningful"], row["agree"]) == (False, "a better", "a better", True)
 
 
 def test_runs_pair_on_seed_and_split_seed_when_there_is_one():

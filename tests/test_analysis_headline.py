@@ -58,6 +58,30 @@ def test_the_headline_says_when_a_verdict_is_budget_limited():
     assert "Budget: not trained within the budget: plain44 (validation accuracy 0.2" in sentences
 
 
+def test_the_headline_counts_under_searched_arms_and_names_each_kind_of_deficit():
+    """From answers.json's records alone: under-searched arms are counted in one clause, and a
+    deeper arm that scores lower only within seed noise is said to be that, not an 'unresolved
+    deficit'; one whose cause is unresolved is a deficit beyond noise."""
+    def why(*entries):
+        return {"degradations": [{"arm": a, "reference": r, "where": w} for a, r, w in entries]}
+    audit = [{"arm": a, "under_searched": a != "vgg11"} for a in ("vgg11", "vgg16", "vgg19")]
+    top = headline({"why": why(("plain32", "plain20", "optimisation"), ("vgg19", "vgg16", "within noise")),
+                    "evidence": {"space_audit": audit}})
+    sentences = " ".join(top["sentences"])
+    assert ("Search: 2 of 3 arms under-searched (fewer than 3 completed search trials): verdicts may "
+            "reflect the search, not the architecture.") in sentences
+    assert ("Why: plain32 vs plain20 trains worse too: an optimisation difficulty; vgg19 vs vgg16 "
+            "scores lower, but only within seed noise (no deficit shown).") in sentences
+    assert "other deficit" not in sentences
+    noise = " ".join(headline({"why": why(("vgg19", "vgg16", "within noise"))})["sentences"])
+    assert ("no plain arm scores worse than a shallower one beyond noise (vgg19 vs vgg16 scores lower, "
+            "but only within seed noise (no deficit shown))") in noise
+    unresolved = " ".join(headline({"why": why(("vgg19", "vgg16", "unresolved"))})["sentences"])
+    assert "beyond seed noise" in unresolved and "no plain arm scores worse" not in unresolved
+    searched = [{"arm": "a", "under_searched": False}]
+    assert not any(s.startswith("Search:") for s in headline({"evidence": {"space_audit": searched}})["sentences"])
+
+
 def test_the_headline_of_a_study_without_depth_lines_says_so():
     trials = pd.DataFrame([trial("mlp", "mlp", "mlp", 3, s, final_val_acc=0.9) for s in range(2)])
     top = headline(answers(trials, converged(["mlp"], 2)))

@@ -136,6 +136,28 @@ def test_diagnose_stays_within_a_study_and_says_why_nothing_is_diagnosed():
     assert text[-2].startswith("Left out of the diagnosis")
 
 
+def test_depth_names_the_pairs_its_single_tests_decide_but_holm_ties():
+    """plain20 vs plain32 differ at p ~ 0.02 in one test (the depth trend, the why diagnosis), but
+    over the 3 pairs of the pairwise table Holm makes that 0.06: tied there. The depth answer says
+    its tests are not adjusted across the pairwise family, and names the pair."""
+    scores = {"plain20": ("plain", 20, [0.90, 0.91, 0.92]), "plain32": ("plain", 32, [0.87, 0.88, 0.89]),
+              "mlp": ("mlp", 3, [0.895, 0.905, 0.885])}
+    trials = pd.DataFrame([trial(arm, arm, family, depth, s, final_val_acc=v)
+                           for arm, (family, depth, values) in scores.items() for s, v in enumerate(values)])
+    found = q.results(trials, E, E, "val_acc", "max", 4, {})
+    pair = found["pairwise"]["pairwise"].set_index(["arm_a", "arm_b"]).loc[("plain20", "plain32")]
+    assert pair["p"] < 0.05 < pair["p_holm"] and pair["verdict"] == "tied"
+    (row,) = found["depth"]["holm_differs"].to_dict("records")
+    assert (row["arm_a"], row["arm_b"], row["sources"], row["pairwise_verdict"]) == \
+        ("plain20", "plain32", ["depth trend", "why"], "tied")
+    text = " ".join(sentences.words(found)["depth"]["text"])
+    assert "not adjusted for the 3 pairs that the ranking's pairwise table Holm-adjusts over" in text
+    assert "on val_acc, plain20 vs plain32 (depth trend, why) differ here but are tied" in text
+    one_pair = q.results(trials[trials["arm"] != "mlp"], E, E, "val_acc", "max", 4, {})
+    assert one_pair["depth"]["holm_differs"].empty   # one pair: Holm adjusts nothing
+    assert "Holm-adjusts" not in " ".join(sentences.words(one_pair)["depth"]["text"])
+
+
 # ---- 4. convergence --------------------------------------------------------------------------------
 def test_epochs_to_fraction_reports_median_range_and_censoring():
     frame = epochs_frame({"a": [[0.5, 0.8, 0.9, 0.96, 0.97, 1.0],     # 0.95 reached at epoch 4
@@ -143,11 +165,24 @@ def test_epochs_to_fraction_reports_median_range_and_censoring():
                                 [0.5, 0.6, 0.7, 0.8, 0.9, 1.0]]})      # only at the last: censored
     row = q.epochs_to_fraction(frame, 0.95, "val_acc").iloc[0]
     assert (row["n"], row["epochs_median"], row["epochs_min"], row["epochs_max"]) == (3, 4.0, 2.0, 6.0)
-    assert (row["n_censored"], row["censored"], row["final_mean"]) == (1, False, 1.0)
+    assert (row["n_censored"], row["all_censored"], row["final_mean"]) == (1, False, 1.0)
     loss = q.epochs_to_fraction(frame, 0.95, "val_loss").iloc[0]   # val_loss = 1.1 - acc: final 0.1
-    assert loss["epochs_median"] == 6.0 and loss["censored"]    # only the last epoch is within 0.1 / 0.95
+    assert loss["epochs_median"] == 6.0 and loss["all_censored"]    # only the last epoch is within 0.1 / 0.95
     text = " ".join(q.answers(depth_study(0, 0), frame, E)["convergence"]["text"])
     assert "a 4 (2-6, n=3, 1 of 3 seeds censored)" in text
+
+
+def test_some_censored_seeds_are_not_read_as_all_censored():
+    """2 of 3 seeds reach 95% only at their last epoch: n_censored 2, and the flag beside it is
+    all_censored (False), not a bare `censored` that reads as contradicting it; budget.py's
+    still_improving follows all_censored."""
+    frame = epochs_frame({"a": [[0.5, 0.6, 1.0], [0.5, 0.7, 1.0], [0.5, 0.96, 1.0]]})
+    table = q.epochs_to_fraction(frame, 0.95, "val_acc")
+    assert "censored" not in table and (table["n_censored"][0], table["all_censored"][0]) == (2, False)
+    every = q.epochs_to_fraction(epochs_frame({"a": [[0.5, 1.0]] * 2}), 0.95, "val_acc")
+    assert (every["n_censored"][0], every["all_censored"][0]) == (2, True)
+    text = " ".join(q.answers(depth_study(0, 0), frame, E)["convergence"]["text"])
+    assert "a 3 (2-3, n=3, 2 of 3 seeds censored)" in text
 
 
 def test_generalisation_gap_per_seed_with_an_interval_and_unfinished_trials_left_out():

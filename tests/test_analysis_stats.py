@@ -215,6 +215,51 @@ def test_same_distribution_arms_tie_and_a_clearly_better_arm_ranks_first():
     assert twins == ["tied"]
 
 
+def fixed_scores(scores: dict, phase: str = "confirm", **values) -> pd.DataFrame:
+    """arm -> its runs' final_val_acc, one run per seed (plus `values` in every row)."""
+    return pd.DataFrame([trial(arm, "vgg11", "plain", 11, s, phase=phase, final_val_acc=v, **values)
+                         for arm, runs in scores.items() for s, v in enumerate(runs)])
+
+
+def test_overlapping_the_best_arm_is_not_sharing_its_rank():
+    """wide's interval (0.83 to 1.07) overlaps mid's and low's, but mid's lies wholly above low's
+    (0.923 > 0.917): overlap is not transitive. The sentence says what the rank column says: wide
+    and mid share rank 1, low overlaps wide yet ranks 2."""
+    frame = fixed_scores({"wide": [0.90, 1.00, 0.95], "mid": [0.93, 0.94, 0.935],
+                          "low": [0.90, 0.91, 0.905]})
+    table = q.ranking(frame, "val_acc", "max").set_index("arm")
+    assert table["rank"].to_dict() == {"wide": 1, "mid": 1, "low": 2}
+    assert "low" in table.loc["wide", "tied_with"]
+    text = q.answers(frame, pd.DataFrame(), pd.DataFrame())["ranking"]["text"][1]
+    assert "they share rank 1" not in text
+    assert "its 95% interval overlaps mid, low" in text and "wide, mid share rank 1" in text
+    assert "low overlaps wide yet ranks 2, as mid lies wholly above it" in text
+
+
+def test_the_ranking_says_its_metric_was_selected_on_and_shows_the_test_beside_it():
+    """The search chose configurations by final_val_acc: under `split: fixed` (every run on split
+    seed 0, the search's) the confirmed val_acc is optimistically biased, the test metric is not;
+    under `per_seed` only seed 0 shares the search's split; no sentence without a test metric."""
+    searched = fixed_scores({"a": [0.9, 0.8], "b": [0.85, 0.7]}, phase="search", split_seed=0)
+    confirm = fixed_scores({"a": [0.90, 0.91, 0.92], "b": [0.86, 0.87, 0.88]}, final_test_acc=0.8)
+    fixed = pd.concat([searched, confirm.assign(split_seed=0)], ignore_index=True)
+    assert q.selection_split(fixed) == {"searched": 4, "runs": 6, "on_search_split": 6}
+    columns = list(q.ranking(fixed))
+    assert columns[columns.index("ci_hi") + 1:columns.index("ci_hi") + 4] == ["test_mean", "test_ci_lo",
+                                                                            "test_ci_hi"]
+
+    def said(trials):
+        return " ".join(q.answers(trials, pd.DataFrame(), pd.DataFrame())["ranking"]["text"])
+    assert ("final val_acc on the same validation split that every confirmation run here is scored on "
+            "(`split: fixed`), so these val_acc values are optimistically biased") in said(fixed)
+    assert "the test values (final_test_acc, the test_mean column) are not" in said(fixed)
+    per_seed = pd.concat([searched, confirm.assign(split_seed=confirm["seed"])], ignore_index=True)
+    assert "on a validation split that 2 of the 6 confirmation runs here are scored on" in said(per_seed)
+    untested = pd.concat([searched, confirm.assign(split_seed=0, final_test_acc=NAN)])
+    assert "optimistically biased" not in said(untested)
+    assert "optimistically biased" not in said(confirm.assign(split_seed=0))   # no search: no choice
+
+
 def test_ranking_for_a_loss_prefers_the_lowest_and_excludes_failed_trials():
     frame = arms_frame({"low": 0.1, "high": 0.5}, column="final_val_loss")
     crashed = [trial("high", "vgg11", "plain", 11, 9, status="diverged", final_val_loss=-100.0),
