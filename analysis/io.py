@@ -129,7 +129,7 @@ def load_studies(folders: list[str | os.PathLike]) -> StudyTables:
             frames[t].append(frame)
         arms += [f"{spec.name}:{a}" if several else a for a in spec.arm_names]
     return StudyTables(folders=[r[0] for r in read], specs=[r[1] for r in read], sources=list(folders),
-                       states=[read_state(r[0]) for r in read],
+                       states=[read_state(Path(r[0])) for r in read],
                        arms=list(dict.fromkeys(arms)),
                        **{t: pd.concat(f, ignore_index=True) if f else pd.DataFrame()
                           for t, f in frames.items()})

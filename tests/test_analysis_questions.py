@@ -309,9 +309,9 @@ def test_compute_runs_each_question_once(monkeypatch):
         real = getattr(q, name)
         monkeypatch.setattr(q, name, lambda *a, _real=real, _name=name, **k: (
             calls.__setitem__(_name, calls[_name] + 1), _real(*a, **k))[1])
-    spec = SimpleNamespace(metric="val_acc", mode="max", epochs=4)
-    tables = SimpleNamespace(spec=spec, trials=trials, epochs=epochs, gradflow=flow, signalprop=E,
-                             space=SPACE, arms=sorted(set(trials["arm"])))
+    spec = SimpleNamespace(name="s", raw={}, metric="val_acc", mode="max", epochs=4)
+    tables = SimpleNamespace(spec=spec, specs=[spec], states=[{}], trials=trials, epochs=epochs,
+                             gradflow=flow, signalprop=E, space=SPACE, arms=sorted(set(trials["arm"])))
     answers, figs, frames = analysis.compute(tables)
     assert calls == {"importances": 1, "ranking": 1}
     assert set(frames) == {"ranking", "importances", "generalisation_gap", "gradient_profile", "cost",

@@ -184,7 +184,8 @@ def test_cost_figure_has_a_front_per_cost_and_a_marker_per_arm():
 def test_compute_answers_cost_as_strict_json_with_its_figure_and_frame():
     trials = planted().assign(depth=3, family="mlp", line="mlp", batchnorm=True, width=1.0,
                               trial_id=range(20), final_train_loss=0.1, epochs_run=4)
-    tables = SimpleNamespace(spec=SimpleNamespace(metric="val_acc", mode="max", epochs=4), trials=trials,
+    spec = SimpleNamespace(name="s", raw={}, metric="val_acc", mode="max", epochs=4)
+    tables = SimpleNamespace(spec=spec, specs=[spec], states=[{}], trials=trials,
                              epochs=pd.DataFrame(), gradflow=pd.DataFrame(), signalprop=pd.DataFrame(),
                              space={}, arms=list(dict.fromkeys(trials.arm)))
     answers, figs, frames = analysis.compute(tables)
