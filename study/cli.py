@@ -148,7 +148,6 @@ def cmd_run(args) -> int:
     spec = load_spec(args.spec).with_overrides(name=args.name, storage=args.storage,
                                                wandb_mode=args.wandb_mode)
     check_wandb_key(spec)
-    warn(spec)
     check_local_resources(spec, args.address)
     from . import runner
     with catching():   # a signal before the study folder exists: nothing to resume
@@ -160,6 +159,7 @@ def cmd_run(args) -> int:
         if args.address:
             from .cluster import check_cluster
             check_cluster(spec)
+        warn(spec)   # after every check: a refused spec gets its one line alone
         study = runner.prepare(spec)
         return run_to_the_end(study, data)
 
@@ -170,8 +170,8 @@ def cmd_submit(args) -> int:
     from .cluster import follow_up, submit
     spec = load_spec(args.spec).with_overrides(name=args.name, storage=args.storage,
                                                wandb_mode=args.wandb_mode)
-    warn(spec)
     job_id = submit(spec, args.address, python=args.python)
+    warn(spec)   # after submit's checks: a refused spec gets its one line alone
     print(follow_up(spec, args.address, job_id), flush=True)   # before --wait blocks
     if args.wait:
         from .cluster import job_client, wait_for

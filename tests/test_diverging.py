@@ -3,8 +3,8 @@
 
     python -m pytest tests/test_diverging.py
 
-A tiny study with a fixed lr of 7.0, three MLP arms, confirmation seeds 4 and 11 (so the search
-trials train with seed 12, replicates.search_seed). One hidden layer of 32 never diverges (its ReLUs die
+A tiny study with a fixed lr of 7.0 (x0.01 for epoch 2: one multistep cut at 50%), three MLP arms,
+confirmation seeds 4 and 11 (so the search trials train with seed 12, replicates.search_seed). One hidden layer of 32 never diverges (its ReLUs die
 instead); [40, 40] completes with seeds 12 and 4 and diverges in epoch 2 with seed 11; [64, 64, 64]
 diverges in epoch 1. Each of these outcomes stays the same for any lr from 6.3 to 7.7 (checked at
 17 points) and with 1 or 2 torch threads, so it is no knife-edge that another CPU's rounding could
@@ -48,7 +48,8 @@ def diverging_spec_text(storage: Path) -> str:
     text = spec_text(storage, **DIVERGING_SPEC)
     for old, new in (("trials_per_arm: 3", "trials_per_arm: 1"),
                      ("  space:\n    lr: {loguniform: [0.001, 0.3]}\n", "  space: {}\n"),
-                     ("    batch_size: 32\n", "    batch_size: 32\n    lr: 7.0\n")):
+                     ("    batch_size: 32\n", "    batch_size: 32\n    lr: 7.0\n"
+                                             "    milestones: [0.5]\n    gamma: 0.01\n")):
         assert text.count(old) == 1, f"tests/studies.py's template changed: no {old!r}"
         text = text.replace(old, new)
     return text

@@ -183,6 +183,9 @@ def test_progress_view_prints_trial_counts(stopped):
     assert re.search(rf"^\[confirm\] {CONFIRMATIONS}/{CONFIRMATIONS} trials finished, elapsed \d+m\d\ds, "
                      rf"{top}$", k.final.stdout, re.M)
     assert re.search(r"^  mlp-h16 +done 3/3, epochs 12/12, mean final val_acc ", k.final.stdout, re.M)
+    # `run` warns once that its 3 TPE trials are all random start-up ones (spec_checks.warnings)
+    warned = "warning: search.trials_per_arm: 3 trials are all among TPE's 10 random start-up trials"
+    assert k.stops[0].output.count(warned) == 1 and warned not in every.replace(k.stops[0].output, "")
 
 
 def test_api_key_is_never_written(tiny, stopped, study_env, tmp_path):
