@@ -231,8 +231,11 @@ def importance_bars(importances: pd.DataFrame, colors: dict) -> go.Figure:
 
 
 def generalisation_gap(gap: pd.DataFrame, colors: dict) -> go.Figure:
-    """Training minus validation accuracy per epoch (mean over seeds): the generalisation gap."""
-    title = "Generalisation gap: training minus validation accuracy (mean over seeds)"
+    """Training minus validation accuracy per epoch (mean over seeds): the generalisation gap. The
+    training accuracy is the epoch's running average in train mode (BatchNorm's batch statistics),
+    so early epochs can show a negative gap; the last epochs' gap is the one to read."""
+    title = ("Generalisation gap: training (running average over the epoch, train mode) minus "
+             "validation accuracy, mean over seeds")
     if gap.empty:
         return empty(title, "no confirmation epochs")
     column = "acc_gap" if "acc_gap" in gap else [c for c in gap.columns if "gap" in c][0]
