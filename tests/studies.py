@@ -31,6 +31,26 @@ storage: {storage}
 """
 
 
+ONE_TRIAL_TEMPLATE = """\
+name: {name}
+data: mnist-5k
+subset: {{train: 64, val: 32, test: 32}}
+epochs: 1
+seeds: [0]
+arms: [{{model: mlp, hidden: [8]}}]
+search: {{trials_per_arm: 1}}
+resources: {resources}
+wandb: {{mode: {mode}}}
+storage: {storage}
+"""
+
+
+def one_trial_spec(storage, name: str, resources: str = "{}", mode: str = "offline") -> str:
+    """The smallest study: one 8-unit MLP trial of 1 epoch on 64 digits, then one seed, for tests
+    that are about what happens before (or instead of) training."""
+    return ONE_TRIAL_TEMPLATE.format(name=name, resources=resources, mode=mode, storage=storage)
+
+
 def spec_text(storage, name: str, epochs: int, seeds: list[int], arms: list[str]) -> str:
     """A small study on 300 mnist-5k digits, 3 trials per arm, stored under `storage`."""
     return SPEC_TEMPLATE.format(storage=storage, name=name, epochs=epochs, seeds=seeds,

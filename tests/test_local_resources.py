@@ -21,21 +21,10 @@ from types import SimpleNamespace
 import pytest
 
 from processes import ray_sessions_of
+from studies import one_trial_spec
 from study.resources import local_resources
 
 REPO = Path(__file__).resolve().parents[1]
-SPEC = """\
-name: {name}
-data: mnist-5k
-subset: {{train: 64, val: 32, test: 32}}
-epochs: 1
-seeds: [0]
-arms: [{{model: mlp, hidden: [8]}}]
-search: {{trials_per_arm: 1}}
-resources: {resources}
-wandb: {{mode: offline}}
-storage: {storage}
-"""
 TOO_MANY = {"cpu": "{cpu: 4096}", "gpu": "{gpu: 4096}"}   # more than any machine running these tests
 
 
@@ -52,7 +41,7 @@ def calls(tmp_path_factory, data_root_5k):
     commands = {}
     for kind, resources in TOO_MANY.items():
         path = root / f"{kind}.yaml"
-        path.write_text(SPEC.format(name=kind, resources=resources, storage=root / f"storage-{kind}"))
+        path.write_text(one_trial_spec(root / f"storage-{kind}", kind, resources=resources))
         commands[f"run {kind}"] = ["run", str(path)]
         commands[f"validate {kind}"] = ["validate", str(path)]
     since = time.time()
@@ -102,7 +91,7 @@ def test_more_than_the_running_ray_instance_has_is_refused(ray_local, tmp_path, 
     """In a process whose Ray is already up (2 CPUs here), against that instance's nodes."""
     from study.cli import main
     path = tmp_path / "three.yaml"
-    path.write_text(SPEC.format(name="three", resources="{cpu: 3}", storage=tmp_path / "storage"))
+    path.write_text(one_trial_spec(tmp_path / "storage", "three", resources="{cpu: 3}"))
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         rc = main(["run", str(path)])

@@ -23,22 +23,12 @@ from pathlib import Path
 import pytest
 
 from processes import ray_sessions_of
+from studies import one_trial_spec
 from studyfiles.wandb_key import credentials_source, missing_key
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = secrets.token_hex(20)   # a fake key of a real key's length (40 characters)
 REFUSED = "wandb.mode: 'online' needs a W&B API key, and none is set (no WANDB_API_KEY, no entry for "
-SPEC = """\
-name: {name}
-data: mnist-5k
-subset: {{train: 64, val: 32, test: 32}}
-epochs: 1
-seeds: [0]
-arms: [{{model: mlp, hidden: [8]}}]
-search: {{trials_per_arm: 1}}
-wandb: {{mode: {mode}}}
-storage: {storage}
-"""
 # wandb's own answer (wandb 0.31's internal lookup: wandb.sdk.lib.wbauth), for each environment in
 # argv[1]: the settings read again from that environment, no prompt, nothing stored, no network
 WANDB_LOOKUP = """\
@@ -141,8 +131,8 @@ def refused(tmp_path_factory, study_env):
     from study.spec_file import load_spec
     root = tmp_path_factory.mktemp("wandb-key")
     (root / "home").mkdir()
-    (root / "run.yaml").write_text(SPEC.format(name="keyless", mode="online", storage=root / "run-storage"))
-    (root / "resume.yaml").write_text(SPEC.format(name="started", mode="online", storage=root / "storage"))
+    (root / "run.yaml").write_text(one_trial_spec(root / "run-storage", "keyless", mode="online"))
+    (root / "resume.yaml").write_text(one_trial_spec(root / "storage", "started", mode="online"))
     started = runner.prepare(load_spec(root / "resume.yaml")).out   # spec.yaml and study.json only
     before = {p: p.read_bytes() for p in started.iterdir()}
     since = time.time()
@@ -172,7 +162,7 @@ def test_online_without_a_key_is_refused_before_ray_starts(refused, command):
 def test_validate_warns_only_where_no_key_is_found(tmp_path, monkeypatch, study_env):
     from study.cli import main
     path = tmp_path / "online.yaml"
-    path.write_text(SPEC.format(name="online", mode="online", storage=tmp_path / "storage"))
+    path.write_text(one_trial_spec(tmp_path / "storage", "online", mode="online"))
     keyless, with_key = tmp_path / "keyless", tmp_path / "with-key"
     keyless.mkdir(), with_key.mkdir()
     (with_key / ".netrc").write_text(entry("api.wandb.ai"))
