@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .common import confirmed, num
-from .stats import mean_ci
+from .stats import mean_ci, value_range
 
 # (column, in words): the costs a front is drawn along, cheapest first on each.
 COSTS = (("parameters", "parameters"), ("flops_per_sample", "forward FLOPs per sample"),
@@ -41,7 +41,7 @@ def cost_table(trials: pd.DataFrame, metric: str, mode: str = "max", level: floa
     runs = confirmed(trials, need=("model", f"final_{metric}", *PER_RUN))
     rows = []
     for arm, g in runs.groupby("arm", sort=False):
-        mean, lo, hi, n = mean_ci(g[f"final_{metric}"].to_numpy(), level)
+        mean, lo, hi, n = mean_ci(g[f"final_{metric}"].to_numpy(), level, value_range(metric))
         costs = {c: _mean(g[c]) for c in PER_RUN}
         costs.update({c: costs[c] if math.isnan(costs[c]) else int(round(costs[c])) for c in INTEGERS})
         rows.append({"arm": arm, "model": g["model"].iloc[0], **costs,

@@ -25,7 +25,7 @@ from .common import confirmed, line_name, with_series
 from .convergence import completed_epochs
 from .cost import shown_costs
 from .scales import log_y_if_wide
-from .stats import mean_ci
+from .stats import mean_ci, value_range
 from .attenuation import completed_keys
 
 PALETTE = qualitative.Plotly + qualitative.D3 + qualitative.Dark24
@@ -114,7 +114,7 @@ def depth_effect(trials: pd.DataFrame, metric: str, level: float = 0.95) -> go.F
                 f" w{width:g}" if widths else "")
             points = []
             for (depth, arm), runs in g.groupby(["depth", "arm"]):
-                mean, lo, hi, n = mean_ci(runs[column].to_numpy(), level)
+                mean, lo, hi, n = mean_ci(runs[column].to_numpy(), level, value_range(column))
                 points.append((depth, arm, mean, None if math.isnan(lo) else mean - lo,
                                None if math.isnan(hi) else hi - mean, n))
             depth, arm, mean, minus, plus, n = map(list, zip(*sorted(points)))

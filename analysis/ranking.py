@@ -24,7 +24,7 @@ import itertools
 import pandas as pd
 
 from .common import rows, test_column
-from .stats import NAN, clean, hedges_g, holm, mean_ci, welch
+from .stats import NAN, clean, hedges_g, holm, mean_ci, value_range, welch
 
 # the test columns next to the metric's: the search chose configurations by the metric, not the test
 RANKING_COLUMNS = ["arm", "family", "depth", "n", "mean", "ci_lo", "ci_hi", "test_mean", "test_ci_lo",
@@ -78,8 +78,8 @@ def ranking(trials: pd.DataFrame, metric: str = "val_acc", mode: str = "max",
 
 def _arm_row(arm: str, g: pd.DataFrame, col: str, test: str, level: float) -> dict:
     done = g[g["status"] == "completed"]
-    mean, lo, hi, n = mean_ci(done[col], level)
-    test_mean, test_lo, test_hi, _ = mean_ci(done[test], level)
+    mean, lo, hi, n = mean_ci(done[col], level, value_range(col))
+    test_mean, test_lo, test_hi, _ = mean_ci(done[test], level, value_range(test))
     values = clean(done[col])
     return {"arm": arm, "family": g["family"].iloc[0], "depth": g["depth"].iloc[0], "n": n,
             "mean": mean, "ci_lo": lo, "ci_hi": hi, "std": float(values.std(ddof=1)) if n > 1 else NAN,

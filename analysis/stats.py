@@ -40,8 +40,18 @@ def t_interval(center: float, se: float, df: float, level: float = 0.95) -> tupl
     return float(lo), float(hi)
 
 
-def mean_ci(values, level: float = 0.95) -> tuple[float, float, float, int]:
-    """(mean, lo, hi, n): the mean with its t-interval on n - 1 df; lo and hi are NaN when n < 2."""
+def value_range(column: str) -> tuple[float, float] | None:
+    """The values a metric column can take: [0, 1] for an accuracy (a fraction), else None."""
+    return (0.0, 1.0) if column.endswith("_acc") else None
+
+
+def mean_ci(values, level: float = 0.95,
+            within: tuple[float, float] | None = None) -> tuple[float, float, float, int]:
+    """(mean, lo, hi, n): the mean with its t-interval on n - 1 df; lo and hi are NaN when n < 2.
+    `within` (value_range: an accuracy's [0, 1]) cuts the interval to the values' range: with 2
+    or 3 seeds a t-interval of an accuracy can reach below 0 or above 1, and the cut interval
+    keeps its coverage, since the true mean lies in the range (Mandelkern, "Setting confidence
+    intervals for bounded parameters", Statistical Science 17, 2002)."""
     x = clean(values)
     n = len(x)
     if n == 0:
@@ -49,7 +59,10 @@ def mean_ci(values, level: float = 0.95) -> tuple[float, float, float, int]:
     mean = float(x.mean())
     if n < 2:
         return mean, NAN, NAN, n
-    return (mean, *t_interval(mean, float(stats.sem(x)), n - 1, level), n)
+    lo, hi = t_interval(mean, float(stats.sem(x)), n - 1, level)
+    if within is not None:
+        lo, hi = max(lo, within[0]), min(hi, within[1])
+    return mean, lo, hi, n
 
 
 def welch(a, b, level: float = 0.95) -> dict:

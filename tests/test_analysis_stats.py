@@ -16,7 +16,9 @@ import pytest
 from scipy import stats as sps
 
 from analysis import questions as q
-from analysis.stats import hedges_g, holm, mean_ci, slope_ci, slope_diff_ci, t_interval, welch
+from analysis.ranking import ranking
+from analysis.stats import (hedges_g, holm, mean_ci, slope_ci, slope_diff_ci, t_interval, value_range,
+                            welch)
 from trainables.models import model_line
 
 NAN = float("nan")
@@ -388,3 +390,17 @@ def test_depth_text_reports_left_out_runs_and_tells_missing_data_from_a_null():
     text = q.answers(failed, pd.DataFrame(), pd.DataFrame())["depth"]["text"]
     assert text[0].startswith("No completed confirmation runs of plain or residual arms")
     assert "missing data, not a null result" in text[0] and "(error 2)" in text[1]
+
+
+def test_an_accuracys_interval_stays_within_0_and_1():
+    """Two seeds far apart: the t-interval of the mean (12.7 standard errors each side) leaves
+    [0, 1]; cut to the range, it keeps the part the true mean can be in."""
+    mean, lo, hi, n = mean_ci([0.30, 0.90])
+    assert (lo < 0 and hi > 1) and mean == pytest.approx(0.6)
+    assert mean_ci([0.30, 0.90], within=value_range("final_val_acc")) == (pytest.approx(0.6), 0.0, 1.0, 2)
+    assert value_range("final_train_loss") is None and value_range("test_acc") == (0.0, 1.0)
+    trials = pd.DataFrame([{"phase": "confirm", "status": "completed", "arm": "a", "family": "mlp",
+                            "depth": 2, "seed": s, "final_val_acc": v, "final_test_acc": v}
+                           for s, v in enumerate([0.30, 0.90])])
+    row = ranking(trials, "val_acc").iloc[0]
+    assert (row["ci_lo"], row["ci_hi"], row["test_ci_lo"], row["test_ci_hi"]) == (0.0, 1.0, 0.0, 1.0)
