@@ -22,10 +22,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from studyfiles.contract import OUTPUTS, SPEC_FILE, STATE_FILE, STUDY_FILES, TABLES, table_path
+from studyfiles.contract import OUTPUTS, SPEC_FILE, STUDY_FILES, TABLES, table_path
 from studyfiles.errors import StudyError
-from studyfiles.files import first_line, write_atomic
+from studyfiles.files import write_atomic
 from studyfiles.spec_data import SpecData, read_spec
+from studyfiles.state import read_state
 from studyfiles.storage import Store, is_uri
 from studyfiles.wandb_names import LEAN_SETTINGS, analysis_values
 
@@ -92,17 +93,13 @@ def read_folder(folder: str | os.PathLike) -> tuple[Path, SpecData, dict[str, pd
     return out, read_spec(out / SPEC_FILE), frames
 
 
-def read_state(out: Path) -> dict:
-    """A study folder's study.json ({} when it has none; {"error": why} when it can't be read: the
-    analysis then says its provenance is unknown rather than failing)."""
-    path = out / STATE_FILE
-    if not path.is_file():
-        return {}
+def study_state(out: Path) -> dict:
+    """A study folder's study.json (studyfiles/state.py; {} when it has none), or {"error": why}
+    when it cannot be read: the analysis then says its provenance is unknown rather than failing."""
     try:
-        state = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        return {"error": f"{path.name}: {first_line(e)}"}
-    return state if isinstance(state, dict) else {"error": f"{path.name}: not a mapping"}
+        return read_state(out)
+    except StudyError as e:
+        return {"error": str(e)}
 
 
 def load_studies(folders: list[str | os.PathLike]) -> StudyTables:
@@ -129,7 +126,7 @@ def load_studies(folders: list[str | os.PathLike]) -> StudyTables:
             frames[t].append(frame)
         arms += [f"{spec.name}:{a}" if several else a for a in spec.arm_names]
     return StudyTables(folders=[r[0] for r in read], specs=[r[1] for r in read], sources=list(folders),
-                       states=[read_state(Path(r[0])) for r in read],
+                       states=[study_state(Path(r[0])) for r in read],
                        arms=list(dict.fromkeys(arms)),
                        **{t: pd.concat(f, ignore_index=True) if f else pd.DataFrame()
                           for t, f in frames.items()})

@@ -2,10 +2,9 @@
 one must still hold the study it started as.
 
     check_new_study(spec)            # `archstudy run`: refuse an existing study or unwritable storage
-    read_state(out)                  # study.json, or a one-line StudyError
     check_unchanged(out, spec, state)  # `archstudy resume`: refuse a spec.yaml edited since the start
 
-study.json keeps the resolved spec the study started with (key "spec", next to its "spec_hash"), so
+study.json (read by studyfiles/state.py) keeps the resolved spec the study started with (key "spec", next to its "spec_hash"), so
 that `resume` can name what changed; folders written before it was kept are checked by hash alone.
 """
 from __future__ import annotations
@@ -24,7 +23,6 @@ from .spec import StudySpec, spec_from_dict
 from .spec_errors import SpecError
 from .spec_file import _load_yaml, resolved, spec_hash
 
-PHASES = ("search", "confirm", "done")
 MIN_FREE_MB = 100   # below this a study can't keep its checkpoints, tables and W&B runs
 
 
@@ -60,22 +58,6 @@ def check_writable(folder: Path) -> None:
         raise StudyError(f"storage: only {free_mb:.1f} MB free at {existing}; a study needs at least "
                          f"{MIN_FREE_MB} MB (checkpoints, tables, W&B runs): free some space or "
                          "choose another --storage")
-
-
-def read_state(out: Path) -> dict:
-    """study.json as a dict ({} when there is none); anything unreadable is a one-line StudyError."""
-    path = out / "study.json"
-    if not path.exists():
-        return {}
-    try:
-        state = json.loads(path.read_text())
-    except (OSError, UnicodeError, ValueError) as e:
-        raise StudyError(f"{path} cannot be read ({type(e).__name__}: {str(e)[:120]}); it records "
-                         "the study's progress, so the study cannot continue from it") from None
-    if not isinstance(state, dict) or state.get("phase", "search") not in PHASES:
-        raise StudyError(f"{path} is not a study state: expected {{\"phase\": one of "
-                         f"{', '.join(PHASES)}, ...}}, found {json.dumps(state)[:120]}")
-    return state
 
 
 def spec_changes(original: dict, current: dict, path: str = "") -> list[str]:

@@ -32,21 +32,24 @@ def _git(*args: str) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
-def git_state() -> tuple[str, bool | None]:
-    """(HEAD's commit, whether tracked files differ from it) of the checkout archstudy runs from;
-    ("unknown", None) when it is not run from its own git checkout (an installed wheel, or a
-    virtual environment inside another project's repository: that repository's HEAD is not ours)."""
+def git_commit() -> str:
+    """HEAD's commit of the checkout archstudy runs from; "unknown" when it is not run from its own
+    git checkout (an installed wheel, or a virtual environment inside another project's
+    repository: that repository's HEAD is not ours)."""
     top = _git("rev-parse", "--show-toplevel")
     if top is None or Path(top).resolve() != REPO:
-        return "unknown", None
-    commit = _git("rev-parse", "HEAD") or "unknown"
+        return "unknown"
+    return _git("rev-parse", "HEAD") or "unknown"
+
+
+def git_state() -> tuple[str, bool | None]:
+    """(git_commit(), whether tracked files differ from it); the second is None when the commit is
+    unknown or git status fails."""
+    commit = git_commit()
+    if commit == "unknown":
+        return commit, None
     status = _git("status", "--porcelain", "--untracked-files=no")
     return commit, None if status is None else bool(status)
-
-
-def git_commit() -> str:
-    """HEAD's commit of archstudy's checkout, or "unknown" (git_state)."""
-    return git_state()[0]
 
 
 def _version(package: str) -> str | None:

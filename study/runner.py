@@ -34,11 +34,12 @@ from ray.tune.search import ConcurrencyLimiter
 from studyfiles.contract import STUDY_FILES, TABLE_FILES, Phase
 from studyfiles.errors import StudyError
 from studyfiles.files import write_atomic
+from studyfiles.state import read_state
 from studyfiles.storage import Store, is_uri, join, mirror_of
 from trainables.data import load_data
 
 from . import interrupt, logs, provenance, recovery, replicates, tables
-from .folder import check_new_study, check_unchanged, read_state
+from .folder import check_new_study, check_unchanged
 from .provenance import git_commit
 from .progress import ProgressCallback
 from .asha import PerArmASHA

@@ -96,3 +96,12 @@ def test_studies_compared_that_differ_in_their_setup_are_named():
     assert answer["text"][0].startswith('The 2 studies compared differ in subset ({"train": 2000} vs '
                                         '{"train": 300}); epochs (5 vs 3): a difference between arms')
     assert provenance_answer([("a", {}), ("c", {})], [a, dict(a)])["differences"] == []
+
+
+def test_an_unreadable_study_json_makes_the_provenance_unknown_not_the_analysis_fail(tmp_path):
+    from analysis.io import study_state
+    assert study_state(tmp_path) == {}
+    (tmp_path / "study.json").write_text('{"phase": ')
+    state = study_state(tmp_path)
+    assert state["error"].startswith(f"{tmp_path / 'study.json'} cannot be read (JSONDecodeError")
+    assert provenance_answer([("s", state)])["text"][0].startswith("Provenance of s: unknown (")
